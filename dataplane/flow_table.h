@@ -1,0 +1,182 @@
+// Per-worker connection table: 5-tuple -> backend, colour, generation, TCP state.
+// Owned by exactly one worker: no locks, no atomics, no allocation after construction.
+//
+// Layout: 2-choice bucketised hashing. Each bucket holds 8 entries of 64 bytes and a line of
+// 16-bit signatures, so a lookup touches the signature line and then one entry. An insert into
+// two full buckets evicts the oldest entry of the two, unless that entry is a recently-seen
+// established TCP flow (then the insert fails and is counted: established flows are protected
+// from new-flow floods).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "dataplane/flow_key.h"
+
+namespace tandem {
+
+enum class tcp_state : uint8_t {
+  empty = 0,     // slot unused
+  syn_seen,      // TCP: SYN seen, not yet an ACK
+  established,   // TCP: ACK without SYN seen
+  closing,       // TCP: FIN seen
+  closed,        // TCP: RST seen
+  udp,           // UDP flow
+};
+
+enum class colour : uint8_t { blue = 0, green = 1 };
+inline colour other(colour c) { return c == colour::blue ? colour::green : colour::blue; }
+inline const char* colour_name(colour c) { return c == colour::blue ? "blue" : "green"; }
+
+struct alignas(64) flow_entry {
+  flow_key key;                 // 40
+  uint32_t backend_id = 0;      // stable id in the generation's backend registry
+  uint32_t last_seen_ms = 0;    // ms_clock time of the last packet
+  uint32_t generation = 0;      // generation number the flow was created in
+  uint32_t client_seq = 0;      // last client sequence number seen (for drain resets)
+  uint32_t client_ack = 0;      // last client acknowledgement seen (= server's next seq)
+  uint16_t service_id = 0;
+  colour flow_colour = colour::blue;
+  tcp_state state = tcp_state::empty;
+};
+static_assert(sizeof(flow_entry) == 64, "a flow entry is one cache line");
+
+struct flow_timeouts {
+  uint32_t tcp_syn_ms = 60'000;
+  uint32_t tcp_established_ms = 300'000;
+  uint32_t tcp_closing_ms = 10'000;
+  uint32_t udp_ms = 30'000;
+
+  uint32_t for_state(tcp_state s) const {
+    switch (s) {
+      case tcp_state::syn_seen: return tcp_syn_ms;
+      case tcp_state::established: return tcp_established_ms;
+      case tcp_state::closing:
+      case tcp_state::closed: return tcp_closing_ms;
+      case tcp_state::udp: return udp_ms;
+      case tcp_state::empty: return 0;
+    }
+    return 0;
+  }
+};
+
+inline bool is_expired(const flow_entry& e, uint32_t now_ms, const flow_timeouts& t) {
+  return static_cast<int32_t>(now_ms - e.last_seen_ms) > static_cast<int32_t>(t.for_state(e.state));
+}
+
+struct flow_table_stats {
+  uint64_t inserts = 0;
+  uint64_t evictions = 0;       // live entries replaced to make room
+  uint64_t failed_inserts = 0;  // no room and nothing evictable
+  uint64_t expired = 0;         // removed by timeout (lookup or incremental scan)
+};
+
+class flow_table {
+ public:
+  static constexpr uint32_t bucket_entries = 8;
+  // Entries younger than this in state established are not evicted by inserts.
+  static constexpr uint32_t protect_established_ms = 1'000;
+
+  // capacity is rounded up to a power of two number of buckets (at least 2 buckets).
+  explicit flow_table(size_t capacity, flow_timeouts timeouts = {});
+  ~flow_table();
+  flow_table(const flow_table&) = delete;
+  flow_table& operator=(const flow_table&) = delete;
+
+  size_t capacity() const { return size_t{bucket_count_} * bucket_entries; }
+  size_t size() const { return size_; }
+  const flow_table_stats& stats() const { return stats_; }
+  const flow_timeouts& timeouts() const { return timeouts_; }
+  void set_timeouts(const flow_timeouts& t) { timeouts_ = t; }
+
+  // Prefetches the two candidate buckets' signature lines for a later lookup of `hash`.
+  void prefetch(uint32_t hash) const;
+
+  // Live entry for `key`, or nullptr. An entry found expired counts as absent; it stays in place
+  // (the caller or the scanner removes it through remove()/expire_step(), which report it).
+  flow_entry* lookup(const flow_key& key, uint32_t hash, uint32_t now_ms);
+
+  // Looks up n keys at once (prefetching all buckets first). out[i] as lookup() would return.
+  void lookup_bulk(const flow_key* const* keys, const uint32_t* hashes, uint32_t n,
+                   uint32_t now_ms, flow_entry** out);
+
+  struct insert_result {
+    flow_entry* entry = nullptr;  // the new entry (key set, state empty: caller fills), or nullptr
+    bool evicted = false;         // a live (or expired) entry was displaced; copy in `displaced`
+    flow_entry displaced;         // what was there, so the caller can fix its per-flow counters
+  };
+  // Inserts `key` (which must not be present as a live entry). On success the caller sets the
+  // entry's fields; the key and last_seen_ms are already set.
+  insert_result insert(const flow_key& key, uint32_t hash, uint32_t now_ms);
+
+  // Frees the slot of `e` (a pointer returned by lookup/insert).
+  void remove(flow_entry* e);
+
+  // Scans up to `budget` slots from where the last call stopped, removing expired entries.
+  // `on_expire(const flow_entry&)` runs for each before it is cleared. Returns entries removed.
+  template <typename F>
+  uint32_t expire_step(uint32_t now_ms, uint32_t budget, F&& on_expire);
+
+  // Visits up to `budget` slots from the same cursor as expire_step; `visit(flow_entry&)` returns
+  // true to remove the entry (the worker uses it for drain-deadline flushes). Returns removed.
+  template <typename F>
+  uint32_t scan_step(uint32_t budget, F&& visit);
+
+  // Walks every live entry (control-side snapshot reads are done by the owning worker).
+  template <typename F>
+  void for_each(F&& fn) const;
+
+ private:
+  struct alignas(64) bucket_sigs {
+    uint16_t sig[bucket_entries];  // 0 = empty slot
+    uint8_t pad[64 - 2 * bucket_entries];
+  };
+  uint32_t bucket_a(uint32_t hash) const { return hash & mask_; }
+  uint32_t bucket_b(uint32_t hash) const;
+  static uint16_t signature(uint32_t hash) { return static_cast<uint16_t>((hash >> 16) | 1); }
+  flow_entry* find_in(uint32_t bucket, uint16_t sig, const flow_key& key);
+
+  uint32_t bucket_count_ = 0;
+  uint32_t mask_ = 0;
+  size_t size_ = 0;
+  size_t scan_pos_ = 0;
+  flow_timeouts timeouts_;
+  flow_table_stats stats_;
+  bucket_sigs* sigs_ = nullptr;   // bucket_count_ lines
+  flow_entry* entries_ = nullptr;  // bucket_count_ * bucket_entries
+};
+
+template <typename F>
+uint32_t flow_table::scan_step(uint32_t budget, F&& visit) {
+  uint32_t removed = 0;
+  const size_t total = capacity();
+  for (uint32_t i = 0; i < budget; ++i) {
+    flow_entry& e = entries_[scan_pos_];
+    if (e.state != tcp_state::empty && visit(e)) {
+      remove(&e);
+      ++removed;
+    }
+    if (++scan_pos_ == total) scan_pos_ = 0;
+  }
+  return removed;
+}
+
+template <typename F>
+uint32_t flow_table::expire_step(uint32_t now_ms, uint32_t budget, F&& on_expire) {
+  return scan_step(budget, [&](flow_entry& e) {
+    if (!is_expired(e, now_ms, timeouts_)) return false;
+    on_expire(static_cast<const flow_entry&>(e));
+    ++stats_.expired;
+    return true;
+  });
+}
+
+template <typename F>
+void flow_table::for_each(F&& fn) const {
+  const size_t total = capacity();
+  for (size_t i = 0; i < total; ++i)
+    if (entries_[i].state != tcp_state::empty) fn(static_cast<const flow_entry&>(entries_[i]));
+}
+
+}  // namespace tandem
