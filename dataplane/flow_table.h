@@ -3,7 +3,8 @@
 //
 // Layout: 2-choice bucketised hashing. Each bucket holds 8 entries of 64 bytes and a line of
 // 16-bit signatures, so a lookup touches the signature line and then one entry. An insert into
-// two full buckets evicts the oldest entry of the two, unless that entry is a recently-seen
+// two full buckets first tries to move a resident to its other bucket (bounded cuckoo moves),
+// then evicts the oldest entry of the two, unless that entry is a recently-seen
 // established TCP flow (then the insert fails and is counted: established flows are protected
 // from new-flow floods).
 #pragma once
@@ -47,6 +48,8 @@ struct flow_timeouts {
   uint32_t tcp_established_ms = 300'000;
   uint32_t tcp_closing_ms = 10'000;
   uint32_t udp_ms = 30'000;
+  // config::daemon_config's defaulted == compares its timeouts.
+  friend bool operator==(const flow_timeouts&, const flow_timeouts&) = default;
 
   uint32_t for_state(tcp_state s) const {
     switch (s) {
@@ -102,12 +105,14 @@ class flow_table {
                    uint32_t now_ms, flow_entry** out);
 
   struct insert_result {
-    flow_entry* entry = nullptr;  // the new entry (key set, state empty: caller fills), or nullptr
+    flow_entry* entry = nullptr;  // the new entry, or nullptr: key and last_seen_ms set, other
+                                  // fields zero, state syn_seen as a placeholder (caller fills)
     bool evicted = false;         // a live (or expired) entry was displaced; copy in `displaced`
     flow_entry displaced;         // what was there, so the caller can fix its per-flow counters
   };
   // Inserts `key` (which must not be present as a live entry). On success the caller sets the
-  // entry's fields; the key and last_seen_ms are already set.
+  // entry's fields; the key and last_seen_ms are already set. An insert may move other entries
+  // to their alternative bucket, so pointers from earlier lookups are stale after an insert.
   insert_result insert(const flow_key& key, uint32_t hash, uint32_t now_ms);
 
   // Frees the slot of `e` (a pointer returned by lookup/insert).
@@ -136,6 +141,8 @@ class flow_table {
   uint32_t bucket_b(uint32_t hash) const;
   static uint16_t signature(uint32_t hash) { return static_cast<uint16_t>((hash >> 16) | 1); }
   flow_entry* find_in(uint32_t bucket, uint16_t sig, const flow_key& key);
+  flow_entry* make_room(uint32_t ba, uint32_t bb);
+  void move_entry(uint32_t from, uint32_t i, uint32_t to, uint32_t j);
 
   uint32_t bucket_count_ = 0;
   uint32_t mask_ = 0;
@@ -145,6 +152,10 @@ class flow_table {
   flow_table_stats stats_;
   bucket_sigs* sigs_ = nullptr;   // bucket_count_ lines
   flow_entry* entries_ = nullptr;  // bucket_count_ * bucket_entries
+  void* mem_ = nullptr;            // one block: the signature lines, then the entries
+  bool mem_from_rte_ = false;      // rte_zmalloc'd (EAL running) rather than aligned_alloc'd
+
+  friend struct flow_table_test_access;  // unit tests inspect bucket placement
 };
 
 template <typename F>

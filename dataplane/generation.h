@@ -94,12 +94,23 @@ struct generation {
   std::vector<listener> listeners;
   std::vector<int32_t> listener_slots;  // index into listeners or -1
   uint32_t listener_mask = 0;
+  // service id -> index into services, or -1 (for flows whose packets are not in hand).
+  std::vector<int16_t> service_index_by_id;
 
   // Builds the listener index and checks consistency. Call once before publishing.
   void finalize();
   const listener* find_listener(const ip_address& vip, uint8_t proto, uint16_t port_be) const;
   // True when `addr` is the address of some listener (for ARP/ND answers).
   bool is_vip(const ip_address& addr) const;
+  const service_entry* service_by_id(uint16_t id) const {
+    if (id >= service_index_by_id.size()) return nullptr;
+    int16_t i = service_index_by_id[id];
+    return i < 0 ? nullptr : &services[static_cast<size_t>(i)];
+  }
 };
+
+// The colour a new flow from `client` takes: preview listeners go to the idle colour; then the
+// first matching segment; then the canary cohort (hash of the client address); else active.
+colour choose_colour(const service_entry& s, const listener& l, const ip_address& client);
 
 }  // namespace tandem

@@ -20,6 +20,7 @@ bool ip_address::in_prefix(const ip_address& prefix, uint8_t len) const {
 
 std::optional<ip_address> parse_ip_address(std::string_view text) {
   if (text.empty() || text.size() > INET6_ADDRSTRLEN) return std::nullopt;
+  if (text.find('\0') != std::string_view::npos) return std::nullopt;
   std::string s(text);
   uint8_t buf[16];
   if (s.find(':') == std::string::npos) {

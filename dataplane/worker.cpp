@@ -1,1 +1,364 @@
-// placeholder
+#include "dataplane/worker.h"
+
+#include <rte_ethdev.h>
+#include <rte_prefetch.h>
+
+#include <cstring>
+
+#include "dataplane/flow_hash.h"
+#include "dataplane/forwarder.h"
+#include "dataplane/neighbor_responder.h"
+#include "dataplane/tcp_reset.h"
+
+namespace tandem {
+namespace {
+
+inline bool is_syn_only(const parsed_packet& p) {
+  return p.key.proto == IPPROTO_TCP && (p.tcp_flags & (tcp_syn | tcp_ack)) == tcp_syn;
+}
+
+// The TCP state a client-side packet moves an entry to. Only the client->VIP direction passes
+// through tandem (DSR), so the state machine is deliberately coarse.
+inline tcp_state next_state(tcp_state s, uint8_t flags) {
+  if (flags & tcp_rst) return tcp_state::closed;
+  if (flags & tcp_fin) return s == tcp_state::closed ? s : tcp_state::closing;
+  if (s == tcp_state::syn_seen && (flags & (tcp_ack | tcp_syn)) == tcp_ack)
+    return tcp_state::established;
+  return s;
+}
+
+// Next sequence number the server expects from the client after this packet, for resets.
+inline uint32_t next_client_seq(const uint8_t* frame, const parsed_packet& p) {
+  const uint32_t tcp_hlen = static_cast<uint32_t>(frame[p.l4_offset + 12] >> 4) * 4;
+  const uint32_t payload = p.l3_length - (p.l4_offset - p.l3_offset) - tcp_hlen;
+  return p.tcp_seq + payload + ((p.tcp_flags & tcp_syn) ? 1 : 0) + ((p.tcp_flags & tcp_fin) ? 1 : 0);
+}
+
+// True when the drain deadline of the entry's colour has passed for this entry (its own
+// moment inside the spread window is chosen by its hash so resets do not come all at once).
+inline bool flush_due(const service_entry& s, const flow_entry& e, uint32_t now_ms) {
+  const colour_flush& f = s.flush[static_cast<size_t>(e.flow_colour)];
+  if (f.action == drain_action::keep || e.generation >= f.before_generation) return false;
+  uint32_t offset = 0;
+  if (f.spread_ms != 0) offset = hash_flow_key(e.key, flow_table_seed) % f.spread_ms;
+  return static_cast<int32_t>(now_ms - (f.start_ms + offset)) >= 0;
+}
+
+inline const backend_info* backend_at(const generation& g, uint32_t id) {
+  if (id >= g.backends.size() || !g.backends[id].in_registry) return nullptr;
+  return &g.backends[id];
+}
+
+}  // namespace
+
+worker::worker(worker_options options, const generation_publisher& publisher,
+               const ms_clock& clock)
+    : options_(std::move(options)),
+      publisher_(publisher),
+      clock_(clock),
+      flows_(options_.flow_table_size),
+      counters_(std::make_unique<worker_counters>()),
+      backend_counters_(std::make_unique<backend_counters>()) {
+  for (const worker_port& p : options_.ports) ports_.push_back(port_state{p, {}, 0, 0});
+}
+
+worker::~worker() = default;
+
+void worker::run(const std::atomic<bool>& stop) {
+  rcu_reader reader(publisher_, options_.index);
+  while (!stop.load(std::memory_order_relaxed)) poll_once(reader);
+}
+
+uint32_t worker::poll_once(const rcu_reader& reader) {
+  const generation* gen = publisher_.acquire();
+  uint32_t received = 0;
+  if (gen != nullptr) {
+    if (gen->number != last_generation_) on_generation(*gen);
+    const uint32_t now = clock_.now();
+    rte_mbuf* pkts[burst_size];
+    for (uint32_t i = 0; i < ports_.size(); ++i) {
+      const uint16_t n = rte_eth_rx_burst(ports_[i].port.port_id, ports_[i].port.queue, pkts,
+                                          burst_size);
+      if (n != 0) {
+        process_burst(*gen, i, pkts, n, now);
+        received += n;
+      }
+    }
+    scan(*gen, now);
+  }
+  bump(counters_->loops);
+  // Nothing of `gen` is held past this point.
+  reader.quiescent();
+  return received;
+}
+
+void worker::on_generation(const generation& gen) {
+  flows_.set_timeouts(gen.settings.timeouts);
+  last_generation_ = gen.number;
+  __atomic_store_n(&counters_->generation_seen, gen.number, __ATOMIC_RELAXED);
+}
+
+void worker::drop(rte_mbuf* m, drop_reason r) {
+  bump(counters_->drops[static_cast<size_t>(r)]);
+  rte_pktmbuf_free(m);
+}
+
+void worker::end_flow(const flow_entry& e) {
+  if (e.service_id < max_services) {
+    bump(counters_->services[e.service_id][static_cast<size_t>(e.flow_colour)].live_flows, -1);
+  }
+  if (e.backend_id < max_backends) bump(backend_counters_->live_flows[e.backend_id], -1);
+}
+
+void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf** pkts,
+                           uint16_t n, uint32_t now_ms) {
+  if (gen.number != last_generation_) on_generation(gen);
+  port_state& port = ports_[port_index];
+  parsed_packet parsed[burst_size];
+  const listener* listeners[burst_size];
+  uint32_t hashes[burst_size];
+  rte_mbuf* tx[burst_size * 2];
+  uint16_t ntx = 0;
+
+  for (uint16_t i = 0; i < n && i < 4; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+
+  // Pass 1: parse, answer ARP/ND, find the listener, prefetch the flow-table buckets.
+  for (uint16_t i = 0; i < n; ++i) {
+    if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
+    rte_mbuf* m = pkts[i];
+    listeners[i] = nullptr;
+    bump(counters_->rx_packets);
+    bump(counters_->rx_bytes, rte_pktmbuf_pkt_len(m));
+    const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
+    drop_reason r = parse_packet(frame, rte_pktmbuf_data_len(m), parsed[i]);
+    if (unlikely(r != drop_reason::none)) {
+      drop(m, r);
+      pkts[i] = nullptr;
+      continue;
+    }
+    const parsed_packet& p = parsed[i];
+    if (unlikely(p.kind != packet_kind::l4)) {
+      bool answered = false;
+      if (p.kind == packet_kind::arp) {
+        answered = answer_arp(m, p, gen, port.port.mac);
+        if (answered) bump(counters_->arp_replies);
+      } else if (p.kind == packet_kind::icmp6_nd) {
+        answered = answer_neighbor_solicitation(m, p, gen, port.port.mac);
+        if (answered) bump(counters_->nd_replies);
+      }
+      if (answered)
+        tx[ntx++] = m;
+      else
+        drop(m, p.kind == packet_kind::other ? drop_reason::unsupported_l4 : drop_reason::bad_arp);
+      pkts[i] = nullptr;
+      continue;
+    }
+    listeners[i] = gen.find_listener(p.key.dst, p.key.proto, p.key.dst_port);
+    if (unlikely(listeners[i] == nullptr)) {
+      drop(m, drop_reason::not_for_vip);
+      pkts[i] = nullptr;
+      continue;
+    }
+    hashes[i] = hash_flow_key(p.key, flow_table_seed);
+    flows_.prefetch(hashes[i]);
+  }
+
+  // Remember who sends us client traffic: drain resets towards clients go back there.
+  for (uint16_t i = n; i-- > 0;) {
+    if (pkts[i] == nullptr) continue;
+    const auto* eth = rte_pktmbuf_mtod(pkts[i], const rte_ether_hdr*);
+    port.peer_mac = eth->src_addr;
+    port.peer_has_vlan = parsed[i].has_vlan;
+    port.peer_vlan = parsed[i].vlan_tci;
+    break;
+  }
+
+  // Pass 2: flow lookup, choice, rewrite.
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* m = pkts[i];
+    if (m == nullptr) continue;
+    const parsed_packet& p = parsed[i];
+    const listener& l = *listeners[i];
+    const service_entry& svc = gen.services[l.service_index];
+    const bool syn = is_syn_only(p);
+    const bool tcp = p.key.proto == IPPROTO_TCP;
+
+    flow_entry* e = flows_.lookup(p.key, hashes[i], now_ms);
+    if (e != nullptr) {
+      bool restart = e->service_id != svc.id;
+      if (!restart && flush_due(svc, *e, now_ms)) {
+        // The drain deadline of this flow's colour has passed.
+        if (svc.flush[static_cast<size_t>(e->flow_colour)].action == drain_action::reset &&
+            tcp) {
+          send_resets(gen, svc, *e);
+          bump(counters_->drain_resets);
+          end_flow(*e);
+          flows_.remove(e);
+          drop(m, drop_reason::no_backend);
+          continue;
+        }
+        bump(counters_->drain_expired);
+        restart = true;
+      }
+      if (!restart && syn &&
+          (e->state == tcp_state::closing || e->state == tcp_state::closed ||
+           e->flow_colour != choose_colour(svc, l, p.key.src))) {
+        // Port reuse: a new connection must not follow the old one to a closed or draining pool.
+        bump(counters_->port_reuse);
+        restart = true;
+      }
+      if (restart) {
+        end_flow(*e);
+        flows_.remove(e);
+        e = nullptr;
+      }
+    }
+
+    const backend_info* b = nullptr;
+    if (e != nullptr) {
+      b = backend_at(gen, e->backend_id);
+      if (unlikely(b == nullptr || !b->up)) {
+        // The one exception to pinning: the backend is down (or gone). Re-hash in its colour.
+        const uint32_t id = svc.pools[static_cast<size_t>(e->flow_colour)].lookup(
+            hash_flow_key(p.key, backend_choice_seed));
+        const backend_info* nb = backend_at(gen, id);
+        if (nb == nullptr) {
+          drop(m, drop_reason::no_backend);
+          continue;
+        }
+        bump(counters_->rehashed_down);
+        if (e->backend_id < max_backends) bump(backend_counters_->live_flows[e->backend_id], -1);
+        e->backend_id = id;
+        bump(backend_counters_->live_flows[id], 1);
+        b = nb;
+      }
+      e->last_seen_ms = now_ms;
+      if (tcp) {
+        e->state = next_state(e->state, p.tcp_flags);
+        e->client_seq = next_client_seq(rte_pktmbuf_mtod(m, const uint8_t*), p);
+        if (p.tcp_flags & tcp_ack) e->client_ack = p.tcp_ack;
+      }
+    } else {
+      // New flow: choose the colour, then the backend in that colour's Maglev table.
+      if (tcp && !syn && (p.tcp_flags & tcp_rst)) {
+        // A reset for a flow we do not know: forward by the current choice, do not track it.
+        const colour c = choose_colour(svc, l, p.key.src);
+        b = backend_at(gen, svc.pools[static_cast<size_t>(c)].lookup(
+                                hash_flow_key(p.key, backend_choice_seed)));
+        if (b == nullptr) {
+          drop(m, drop_reason::no_backend);
+          continue;
+        }
+      } else {
+        const colour c = choose_colour(svc, l, p.key.src);
+        const uint32_t id =
+            svc.pools[static_cast<size_t>(c)].lookup(hash_flow_key(p.key, backend_choice_seed));
+        b = backend_at(gen, id);
+        if (unlikely(b == nullptr)) {
+          drop(m, drop_reason::no_backend);
+          continue;
+        }
+        flow_table::insert_result ins = flows_.insert(p.key, hashes[i], now_ms);
+        if (ins.evicted) end_flow(ins.displaced);
+        if (likely(ins.entry != nullptr)) {
+          flow_entry& ne = *ins.entry;
+          ne.backend_id = id;
+          ne.generation = gen.number;
+          ne.service_id = svc.id;
+          ne.flow_colour = c;
+          if (tcp) {
+            ne.state = syn ? tcp_state::syn_seen : next_state(tcp_state::established, p.tcp_flags);
+            if (!syn) bump(counters_->midflow_pickups);
+            ne.client_seq = next_client_seq(rte_pktmbuf_mtod(m, const uint8_t*), p);
+            ne.client_ack = (p.tcp_flags & tcp_ack) ? p.tcp_ack : 0;
+          } else {
+            ne.state = tcp_state::udp;
+            ne.client_seq = ne.client_ack = 0;
+          }
+          auto& sc = counters_->services[svc.id][static_cast<size_t>(c)];
+          bump(sc.live_flows, 1);
+          bump(sc.new_flows);
+          bump(backend_counters_->live_flows[id], 1);
+        }
+      }
+    }
+
+    auto& sc = counters_->services[svc.id][static_cast<size_t>(b->pool)];
+    bump(sc.packets);
+    bump(sc.bytes, rte_pktmbuf_pkt_len(m));
+    bump(backend_counters_->packets[b - gen.backends.data()]);
+    const drop_reason fr =
+        forward_packet(svc.mode, m, p, *b, gen.settings, port.port.mac, hashes[i]);
+    if (unlikely(fr != drop_reason::none)) {
+      drop(m, fr);
+      continue;
+    }
+    tx[ntx++] = m;
+  }
+
+  if (ntx != 0) {
+    const uint16_t sent = rte_eth_tx_burst(port.port.port_id, port.port.queue, tx, ntx);
+    bump(counters_->tx_packets, sent);
+    for (uint16_t i = sent; i < ntx; ++i) drop(tx[i], drop_reason::tx_full);
+  }
+}
+
+void worker::send_resets(const generation& gen, const service_entry& s, const flow_entry& e) {
+  if (options_.reset_pool == nullptr || ports_.empty()) return;
+  port_state& port = ports_[0];
+  rte_mbuf* out[2];
+  uint16_t nout = 0;
+  if (rte_mbuf* c = build_client_reset(options_.reset_pool, e, port.port.mac, port.peer_mac,
+                                       port.peer_has_vlan ? port.peer_vlan : -1))
+    out[nout++] = c;
+  const backend_info* b = backend_at(gen, e.backend_id);
+  parsed_packet pp;
+  if (b != nullptr) {
+    if (rte_mbuf* r = build_backend_reset(options_.reset_pool, e, pp)) {
+      if (forward_packet(s.mode, r, pp, *b, gen.settings, port.port.mac,
+                         hash_flow_key(e.key, flow_table_seed)) == drop_reason::none)
+        out[nout++] = r;
+      else
+        rte_pktmbuf_free(r);
+    }
+  }
+  const uint16_t sent = rte_eth_tx_burst(port.port.port_id, port.port.queue, out, nout);
+  bump(counters_->tx_packets, sent);
+  for (uint16_t i = sent; i < nout; ++i) drop(out[i], drop_reason::tx_full);
+}
+
+void worker::scan(const generation& gen, uint32_t now_ms) {
+  const flow_timeouts& t = flows_.timeouts();
+  flows_.scan_step(options_.scan_budget, [&](flow_entry& e) {
+    if (is_expired(e, now_ms, t)) {
+      bump(counters_->expired);
+      end_flow(e);
+      return true;
+    }
+    const service_entry* s = gen.service_by_id(e.service_id);
+    if (s == nullptr) {
+      // Its service was removed: nothing can reach this flow any more.
+      bump(counters_->expired);
+      end_flow(e);
+      return true;
+    }
+    if (flush_due(*s, e, now_ms)) {
+      if (s->flush[static_cast<size_t>(e.flow_colour)].action == drain_action::reset &&
+          e.state != tcp_state::udp) {
+        send_resets(gen, *s, e);
+        bump(counters_->drain_resets);
+      } else {
+        bump(counters_->drain_expired);
+      }
+      end_flow(e);
+      return true;
+    }
+    return false;
+  });
+  // Keep the table's own counters visible to the control thread.
+  const flow_table_stats& st = flows_.stats();
+  __atomic_store_n(&counters_->evictions, st.evictions, __ATOMIC_RELAXED);
+  __atomic_store_n(&counters_->failed_inserts, st.failed_inserts, __ATOMIC_RELAXED);
+}
+
+}  // namespace tandem

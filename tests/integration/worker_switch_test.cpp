@@ -1,1 +1,315 @@
+// The blue/green guarantees on the real worker loop: a worker on its own lcore, a net_ring
+// port, generations published under RCU while traffic flows.
 #include <gtest/gtest.h>
+#include <rte_mbuf.h>
+
+#include <map>
+#include <set>
+
+#include "tests/support/dataplane_harness.h"
+#include "tests/support/eal_fixture.h"
+#include "tests/support/packet_builder.h"
+
+namespace tandem::test {
+namespace {
+
+constexpr const char* vip = "198.51.100.10";
+
+config::service web_service(int blue, int green) {
+  config::service s;
+  s.name = "web";
+  s.vip = addr(vip);
+  s.proto = 6;
+  s.port = 80;
+  s.mode = forwarding_mode::l2;
+  s.maglev_size = 1009;
+  for (int i = 1; i <= blue; ++i)
+    s.blue.push_back({addr("10.1.0." + std::to_string(i)), 1, backend_mac(colour::blue, i)});
+  for (int i = 1; i <= green; ++i)
+    s.green.push_back({addr("10.2.0." + std::to_string(i)), 1, backend_mac(colour::green, i)});
+  return s;
+}
+
+config::daemon_config make_config(int blue = 4, int green = 4) {
+  config::daemon_config c;
+  c.services.push_back(web_service(blue, green));
+  c.timeouts.tcp_closing_ms = 50;  // let closed flows leave quickly
+  return c;
+}
+
+std::string client(int i) {
+  return "10.9." + std::to_string((i >> 8) & 0xff) + "." + std::to_string(i & 0xff);
+}
+
+frame_spec tcp(int client_index, uint16_t sport, uint8_t flags) {
+  frame_spec f;
+  f.src = client(client_index);
+  f.dst = vip;
+  f.src_port = sport;
+  f.dst_port = 80;
+  f.tcp_flags = flags;
+  f.seq = 1000;
+  f.ack = flags & 0x10 ? 5000 : 0;
+  return f;
+}
+
+// (colour, backend index) of each output frame, from its destination MAC.
+std::vector<std::pair<int, int>> destinations(const std::vector<std::vector<uint8_t>>& out) {
+  std::vector<std::pair<int, int>> d;
+  for (const auto& f : out) d.push_back(decode_backend_mac(f.data()));
+  return d;
+}
+
+constexpr int blue_c = 0, green_c = 1;
+
+class WorkerSwitchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ensure_eal();
+    start_in_use_ = mbufs_in_use(test_mempool());
+  }
+  void TearDown() override {
+    h_.reset();
+    EXPECT_EQ(mbufs_in_use(test_mempool()), start_in_use_) << "mbufs leaked";
+  }
+  std::unique_ptr<dataplane_harness> h_;
+  unsigned start_in_use_ = 0;
+};
+
+// Opens n flows (SYN then ACK) from clients 0..n-1 and returns each flow's destination.
+std::vector<std::pair<int, int>> open_flows(dataplane_harness& h, int n, uint16_t sport = 40000) {
+  std::vector<std::vector<uint8_t>> syns, acks;
+  for (int i = 0; i < n; ++i) {
+    syns.push_back(build_frame(tcp(i, sport, tcp_syn)));
+    acks.push_back(build_frame(tcp(i, sport, tcp_ack)));
+  }
+  auto first = destinations(h.exchange(syns));
+  auto second = destinations(h.exchange(acks));
+  EXPECT_EQ(first.size(), static_cast<size_t>(n));
+  EXPECT_EQ(first, second) << "the ACK must follow its SYN";
+  return first;
+}
+
+std::vector<std::pair<int, int>> send_all(dataplane_harness& h, int n, uint8_t flags,
+                                          uint16_t sport = 40000) {
+  std::vector<std::vector<uint8_t>> frames;
+  for (int i = 0; i < n; ++i) frames.push_back(build_frame(tcp(i, sport, flags)));
+  return destinations(h.exchange(frames));
+}
+
+TEST_F(WorkerSwitchTest, EstablishedFlowsKeepBlueAfterSwitchNewFlowsGoGreen) {
+  auto cfg = make_config();
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  constexpr int n = 10000;
+  auto before = open_flows(*h_, n);
+  std::set<int> blue_backends;
+  for (auto [c, b] : before) {
+    ASSERT_EQ(c, blue_c);
+    blue_backends.insert(b);
+  }
+  EXPECT_EQ(blue_backends.size(), 4u) << "Maglev spreads 10000 flows over all 4 blue backends";
+  EXPECT_EQ(h_->live_flows(0, colour::blue), n);
+
+  cfg.services[0].active = colour::green;
+  h_->publish(cfg);
+
+  // Every later packet of the established flows still goes to its own blue backend.
+  EXPECT_EQ(send_all(*h_, n, tcp_ack | tcp_psh), before);
+  // Every new connection (other source port) goes to green.
+  auto fresh = send_all(*h_, n, tcp_syn, 50000);
+  ASSERT_EQ(fresh.size(), static_cast<size_t>(n));
+  for (auto [c, b] : fresh) ASSERT_EQ(c, green_c);
+
+  // FIN and RST end the blue flows; after the closing timeout blue has no live flows.
+  std::vector<std::vector<uint8_t>> ends;
+  for (int i = 0; i < n; ++i)
+    ends.push_back(build_frame(tcp(i, 40000, i % 2 ? (tcp_fin | tcp_ack) : tcp_rst)));
+  EXPECT_EQ(destinations(h_->exchange(ends)), before) << "FIN/RST still reach the old backend";
+  EXPECT_TRUE(h_->wait_for([&] { return h_->live_flows(0, colour::blue) == 0; }))
+      << "blue still has " << h_->live_flows(0, colour::blue) << " live flows";
+  EXPECT_EQ(h_->live_flows(0, colour::green), n);
+}
+
+TEST_F(WorkerSwitchTest, RollbackKeepsFlowsOfBothColours) {
+  auto cfg = make_config();
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  constexpr int n = 2000;
+  auto blue_flows = open_flows(*h_, n, 40000);
+  cfg.services[0].active = colour::green;
+  h_->publish(cfg);
+  auto green_flows = open_flows(*h_, n, 41000);
+  for (auto [c, b] : green_flows) ASSERT_EQ(c, green_c);
+
+  // Rollback: blue is active again.
+  cfg.services[0].active = colour::blue;
+  h_->publish(cfg);
+  EXPECT_EQ(send_all(*h_, n, tcp_ack, 40000), blue_flows);
+  EXPECT_EQ(send_all(*h_, n, tcp_ack, 41000), green_flows)
+      << "flows opened on green before the rollback keep their green backend";
+  for (auto [c, b] : send_all(*h_, n, tcp_syn, 42000)) ASSERT_EQ(c, blue_c);
+  EXPECT_EQ(h_->live_flows(0, colour::green), n);
+}
+
+TEST_F(WorkerSwitchTest, PortReuseAfterCloseOrSwitchStartsOnTheCurrentColour) {
+  auto cfg = make_config();
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  constexpr int n = 500;
+  open_flows(*h_, n);
+  cfg.services[0].active = colour::green;
+  h_->publish(cfg);
+  // Half the clients reuse their 5-tuple after closing, half reuse it while the entry is still
+  // established on the draining colour: both must start on green.
+  std::vector<std::vector<uint8_t>> fins;
+  for (int i = 0; i < n / 2; ++i) fins.push_back(build_frame(tcp(i, 40000, tcp_fin | tcp_ack)));
+  h_->exchange(fins);
+  auto reuse = send_all(*h_, n, tcp_syn);
+  ASSERT_EQ(reuse.size(), static_cast<size_t>(n));
+  for (auto [c, b] : reuse) ASSERT_EQ(c, green_c);
+  EXPECT_EQ(read_counter(h_->counters().port_reuse), static_cast<uint64_t>(n));
+  // A retransmitted SYN of a flow already on green stays where it is.
+  EXPECT_EQ(send_all(*h_, n, tcp_syn), reuse);
+}
+
+TEST_F(WorkerSwitchTest, CanaryTenPercentByClientCohort) {
+  auto cfg = make_config();
+  cfg.services[0].canary_basis_points = 1000;  // 10 % of clients to the idle colour (green)
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  constexpr int n = 20000;
+  auto first = send_all(*h_, n, tcp_syn, 40000);
+  ASSERT_EQ(first.size(), static_cast<size_t>(n));
+  int green = 0;
+  for (auto [c, b] : first) green += c == green_c;
+  EXPECT_NEAR(green, n / 10, n * 2 / 100) << "10 +- 2 % of clients in the canary";
+  // The same clients' later connections (new source ports) stay in their cohort.
+  auto later = send_all(*h_, n, tcp_syn, 45000);
+  ASSERT_EQ(later.size(), first.size());
+  for (int i = 0; i < n; ++i) ASSERT_EQ(later[i].first, first[i].first) << "client " << i;
+}
+
+TEST_F(WorkerSwitchTest, EditingTheIdlePoolChangesNothingForLiveTraffic) {
+  auto cfg = make_config(4, 4);
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  constexpr int n = 3000;
+  auto flows = open_flows(*h_, n);
+  // The choice for brand-new flows before the edit: open, then reset and let them expire.
+  auto new_before = send_all(*h_, n, tcp_syn, 47000);
+  send_all(*h_, n, tcp_rst, 47000);
+  ASSERT_TRUE(h_->wait_for([&] { return h_->live_flows(0, colour::blue) == n; }));
+  // Remove two green backends, add three, reweight one.
+  auto& green = cfg.services[0].green;
+  green.erase(green.begin(), green.begin() + 2);
+  for (int i = 5; i <= 7; ++i)
+    green.push_back({addr("10.2.0." + std::to_string(i)), 1, backend_mac(colour::green, i)});
+  green[0].weight = 5;
+  h_->publish(cfg);
+  EXPECT_EQ(send_all(*h_, n, tcp_ack), flows) << "established flows do not move";
+  EXPECT_EQ(send_all(*h_, n, tcp_syn, 47000), new_before)
+      << "new flows are chosen exactly as before: the active pool did not change";
+}
+
+TEST_F(WorkerSwitchTest, RemovedBackendKeepsItsFlowsUntilTheyEnd) {
+  auto cfg = make_config(4, 4);
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  constexpr int n = 2000;
+  auto flows = open_flows(*h_, n);
+  // Remove blue backend 1 from its (active) pool: its flows stay pinned to it.
+  cfg.services[0].blue.erase(cfg.services[0].blue.begin());
+  h_->publish(cfg);
+  EXPECT_EQ(send_all(*h_, n, tcp_ack), flows);
+  for (auto [c, b] : send_all(*h_, n, tcp_syn, 43000)) ASSERT_NE(b, 1) << "no new flow to it";
+}
+
+TEST_F(WorkerSwitchTest, BackendMarkedDownIsTheOnlyExceptionToPinning) {
+  auto cfg = make_config(4, 4);
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  constexpr int n = 2000;
+  auto flows = open_flows(*h_, n);
+  const uint32_t id = *h_->state().registry.find("web", colour::blue, addr("10.1.0.2"));
+  h_->state().down.insert(id);
+  h_->publish(cfg);
+  auto after = send_all(*h_, n, tcp_ack);
+  ASSERT_EQ(after.size(), flows.size());
+  uint64_t moved = 0;
+  for (int i = 0; i < n; ++i) {
+    if (flows[i].second == 2) {
+      EXPECT_NE(after[i].second, 2);
+      EXPECT_EQ(after[i].first, blue_c) << "re-hashed within its own colour";
+      ++moved;
+    } else {
+      EXPECT_EQ(after[i], flows[i]) << "flows on healthy backends do not move";
+    }
+  }
+  EXPECT_GT(moved, 0u);
+  EXPECT_EQ(read_counter(h_->counters().rehashed_down), moved);
+}
+
+TEST_F(WorkerSwitchTest, UdpFlowsStickUntilIdleTimeout) {
+  auto cfg = make_config();
+  cfg.services[0].proto = 17;
+  cfg.services[0].port = 53;
+  cfg.timeouts.udp_ms = 300;
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  auto udp = [](int i) {
+    frame_spec f;
+    f.src = client(i);
+    f.dst = vip;
+    f.proto = 17;
+    f.src_port = 5353;
+    f.dst_port = 53;
+    f.payload = {1, 2, 3};
+    return build_frame(f);
+  };
+  std::vector<std::vector<uint8_t>> frames;
+  for (int i = 0; i < 500; ++i) frames.push_back(udp(i));
+  auto first = destinations(h_->exchange(frames));
+  cfg.services[0].active = colour::green;
+  h_->publish(cfg);
+  EXPECT_EQ(destinations(h_->exchange(frames)), first) << "UDP flows stay on blue";
+  EXPECT_TRUE(h_->wait_for([&] { return h_->live_flows(0, colour::blue) == 0; }, 5000));
+  for (auto [c, b] : destinations(h_->exchange(frames))) EXPECT_EQ(c, green_c);
+}
+
+TEST_F(WorkerSwitchTest, MalformedFramesAreCountedAndDroppedWithoutLeaks) {
+  auto cfg = make_config();
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  std::vector<std::vector<uint8_t>> frames;
+  for (int i = 0; i < 300; ++i) {
+    auto good = build_frame(tcp(i, 40000, tcp_syn));
+    frames.push_back(good);
+    auto truncated = good;
+    truncated.resize(14 + 10 + (i % 20));  // cut inside the IP or TCP header
+    frames.push_back(truncated);
+    auto bad_ihl = good;
+    bad_ihl[14] = 0x43;
+    frames.push_back(bad_ihl);
+    auto not_vip = build_frame([&] {
+      auto f = tcp(i, 40000, tcp_syn);
+      f.dst = "198.51.100.99";
+      return f;
+    }());
+    frames.push_back(not_vip);
+  }
+  auto out = h_->exchange(frames);
+  EXPECT_EQ(out.size(), 300u);
+  const uint64_t bad = h_->drops(drop_reason::truncated_l3) + h_->drops(drop_reason::truncated_l4) +
+                       h_->drops(drop_reason::bad_ip_length) + h_->drops(drop_reason::bad_ihl);
+  EXPECT_EQ(bad, 600u);
+  EXPECT_EQ(h_->drops(drop_reason::not_for_vip), 300u);
+}
+
+TEST_F(WorkerSwitchTest, ArpForTheVipIsAnswered) {
+  auto cfg = make_config();
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  std::vector<uint8_t> arp(42, 0);
+  const uint8_t req[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x99, 0x08, 0x06,
+                         0, 1, 0x08, 0, 6, 4, 0, 1, 0x02, 0, 0, 0, 0, 0x99, 192, 0, 2, 1,
+                         0, 0, 0, 0, 0, 0, 198, 51, 100, 10};
+  std::copy(std::begin(req), std::end(req), arp.begin());
+  auto out = h_->exchange({arp});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0][21], 2) << "ARP reply opcode";
+  EXPECT_EQ(read_counter(h_->counters().arp_replies), 1u);
+}
+
+}  // namespace
+}  // namespace tandem::test

@@ -110,7 +110,8 @@ std::vector<uint8_t> build_frame(const frame_spec& s) {
     ip[9] = s.proto;
     std::memcpy(ip.data() + 12, src.bytes + 12, 4);
     std::memcpy(ip.data() + 16, dst.bytes + 12, 4);
-    std::memcpy(ip.data() + 20, s.ipv4_options.data(), s.ipv4_options.size());
+    if (!s.ipv4_options.empty())
+      std::memcpy(ip.data() + 20, s.ipv4_options.data(), s.ipv4_options.size());
     put16(ip, 10, inet_checksum(ip.data(), ip.size()));
     f.insert(f.end(), ip.begin(), ip.end());
   } else {

@@ -1,0 +1,138 @@
+// The control plane's state machine. Holds the desired configuration and the runtime state,
+// turns every change into one new table generation (built off the hot path, published under
+// RCU), and keeps the audit history. All-or-nothing: a change that fails validation or
+// building leaves the running state exactly as it was.
+//
+// Not thread-safe by itself: the control server calls it from its single thread.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "control/config.h"
+#include "control/generation_builder.h"
+#include "dataplane/clock.h"
+#include "dataplane/generation_publisher.h"
+#include "dataplane/worker.h"
+
+namespace tandem {
+
+// Who asked for a change (from SO_PEERCRED on the control socket).
+struct actor {
+  int uid = -1;
+  int pid = -1;
+  std::string describe() const;
+};
+
+struct switch_options {
+  colour to = colour::green;
+  std::optional<uint32_t> drain_timeout_ms;          // default: the service's drain policy
+  std::optional<drain_action> on_drain_timeout;      // default: the service's drain policy
+  std::optional<uint32_t> drain_spread_ms;           // default: the service's drain policy
+};
+
+struct history_entry {
+  std::string time;        // ISO 8601 UTC
+  actor who;
+  std::string command;     // e.g. "switch web --to green"
+  std::string change;      // old -> new, e.g. "web: active blue -> green"
+  uint32_t generation = 0;
+  nlohmann::json to_json() const;
+};
+
+// A colour that stopped taking new flows and still has flows: its drain.
+struct drain_state {
+  colour draining = colour::blue;
+  uint32_t started_ms = 0;       // ms_clock
+  uint32_t deadline_ms = 0;      // started + timeout
+  drain_action on_timeout = drain_action::keep;
+  uint32_t spread_ms = 0;
+  uint32_t before_generation = 0;  // flows of `draining` created before this generation
+  std::chrono::system_clock::time_point started_wall;
+  bool timeout_recorded = false;
+};
+
+class controller {
+ public:
+  controller(config::daemon_config initial, generation_publisher& publisher,
+             std::vector<const worker*> workers, const ms_clock& clock);
+
+  // Publishes the first generation. Fails (with the reason) if the config does not build.
+  tandem::status start();
+
+  // --- release life cycle -------------------------------------------------------------------
+  // All new flows of `service` go to opts.to at once; the other colour drains. Error when the
+  // colour is already active (with --all: services already there are skipped, not an error).
+  result<nlohmann::json> switch_to(const std::string& service, const switch_options& opts,
+                                   const actor& who);
+  result<nlohmann::json> switch_all(const switch_options& opts, const actor& who);
+  // Back to the colour that was active before the last switch (the same guarantees).
+  result<nlohmann::json> rollback(const std::string& service, const actor& who);
+  result<nlohmann::json> rollback_all(const actor& who);
+  // percent in basis points 0..10000 of clients whose new flows go to `to` (must be the idle
+  // colour, or the active colour with 0 to clear).
+  result<nlohmann::json> canary(const std::string& service, colour to, uint32_t basis_points,
+                                const actor& who);
+  result<nlohmann::json> segment(const std::string& service, bool add, const std::string& cidr,
+                                 colour to, const actor& who);
+
+  // --- pools --------------------------------------------------------------------------------
+  // op: "add" (weight, mac optional), "remove", "set-weight".
+  result<nlohmann::json> pool_edit(const std::string& service, colour pool, const std::string& op,
+                                   const std::vector<std::string>& addresses,
+                                   std::optional<uint32_t> weight,
+                                   std::optional<std::string> mac, const actor& who);
+  // state: ready | drain | maint, for the backend with that address in either pool.
+  result<nlohmann::json> backend_state(const std::string& service, const std::string& address,
+                                       const std::string& state, const actor& who);
+
+  // --- declarative ----------------------------------------------------------------------------
+  // Diff of `desired` against the running config; applies it as one generation unless dry_run.
+  result<nlohmann::json> apply(const config::daemon_config& desired, bool dry_run,
+                               const actor& who);
+  nlohmann::json diff(const config::daemon_config& desired) const;
+
+  // --- read-only ------------------------------------------------------------------------------
+  result<nlohmann::json> status(const std::string& service) const;  // "" = every service
+  nlohmann::json stats() const;
+  nlohmann::json history(size_t limit) const;
+  const config::daemon_config& running() const { return running_; }
+  uint32_t generation_number() const;
+
+  // Called periodically by the control thread (e.g. every 100 ms): ends drains whose colour
+  // reached zero live flows and records drain completion/timeouts in the history.
+  void tick();
+
+  // Live flows of (service, colour) summed over workers.
+  int64_t live_flows(uint16_t service_id, colour c) const;
+
+  void set_history_file(std::string path) { history_file_ = std::move(path); }
+
+ private:
+  // Builds and publishes a generation for `next`; on success makes it the running config and
+  // records the history entry. Nothing changes on failure.
+  result<uint32_t> commit(const config::daemon_config& next, runtime_state next_state,
+                          const actor& who, std::string command, std::string change);
+  config::service* find_service(config::daemon_config& cfg, const std::string& name);
+  const config::service* find_service(const std::string& name) const;
+  void record(history_entry e);
+
+  config::daemon_config running_;
+  runtime_state state_;
+  generation_publisher& publisher_;
+  std::vector<const worker*> workers_;
+  const ms_clock& clock_;
+  std::map<std::string, colour> previous_active_;     // for rollback
+  std::map<std::string, drain_state> drains_;         // by service name
+  std::deque<history_entry> history_;
+  std::string history_file_;
+  std::vector<uint64_t> publish_latency_us_;          // recent publish waits, for stats
+};
+
+}  // namespace tandem

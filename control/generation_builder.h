@@ -1,0 +1,35 @@
+// Turns the control plane's desired state (a validated daemon_config) plus its runtime state
+// (stable ids, drain flushes, health) into a new immutable table generation. Runs on the
+// control thread only, never on a worker.
+#pragma once
+
+#include <array>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "control/backend_registry.h"
+#include "control/config.h"
+#include "dataplane/generation.h"
+#include "dataplane/result.h"
+
+namespace tandem {
+
+struct runtime_state {
+  uint32_t next_generation = 1;
+  backend_registry registry;
+  std::map<std::string, uint16_t> service_ids;  // stable ids by service name
+  std::map<std::string, std::array<colour_flush, 2>> flushes;  // by service name
+  std::set<uint32_t> down;                      // backend ids health checks mark down
+  std::map<uint32_t, config::mac_address> last_mac;  // MAC a backend last had in a pool
+
+  result<uint16_t> service_id(const std::string& name);
+};
+
+// Builds generation `state.next_generation` (incremented only on success). On error nothing in
+// `state` that affects the dataplane changes (at most unused ids were allocated).
+result<std::unique_ptr<generation>> build_generation(const config::daemon_config& cfg,
+                                                     runtime_state& state);
+
+}  // namespace tandem

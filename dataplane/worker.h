@@ -1,0 +1,88 @@
+// A poll-mode worker: one RX and one TX queue on each of its ports, its own flow table and
+// counters. Reads the current table generation once per loop and reports an RCU quiescent
+// state at the end of each loop. Never locks, allocates (beyond mbufs) or blocks.
+#pragma once
+
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dataplane/clock.h"
+#include "dataplane/flow_table.h"
+#include "dataplane/generation.h"
+#include "dataplane/generation_publisher.h"
+#include "dataplane/packet_parser.h"
+#include "dataplane/worker_counters.h"
+
+namespace tandem {
+
+inline constexpr uint16_t burst_size = 32;
+
+struct worker_port {
+  uint16_t port_id = 0;
+  uint16_t queue = 0;   // this worker's RX and TX queue on the port
+  rte_ether_addr mac{};
+};
+
+struct worker_options {
+  uint32_t index = 0;                  // worker number; also its RCU thread id
+  std::vector<worker_port> ports;
+  size_t flow_table_size = 1u << 20;
+  uint32_t scan_budget = 128;          // flow-table slots examined per loop for expiry/flushes
+  rte_mempool* reset_pool = nullptr;   // mbufs for drain resets (nullptr: resets become expiry)
+};
+
+class worker {
+ public:
+  worker(worker_options options, const generation_publisher& publisher, const ms_clock& clock);
+  ~worker();
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+
+  // Registers with RCU and polls until `stop` is set. Runs on the worker's lcore.
+  void run(const std::atomic<bool>& stop);
+
+  // One loop over every port; the caller's thread must hold an rcu_reader for this worker's
+  // index. Returns packets received. (run() calls this; tests may too.)
+  uint32_t poll_once(const rcu_reader& reader);
+
+  // Processes a burst as if received on ports[port_index]; transmits what it forwards.
+  // Exposed for tests and benchmarks; `gen` must be protected by the caller's RCU read side.
+  void process_burst(const generation& gen, uint32_t port_index, rte_mbuf** pkts, uint16_t n,
+                     uint32_t now_ms);
+
+  uint32_t index() const { return options_.index; }
+  const worker_counters& counters() const { return *counters_; }
+  const backend_counters& backends() const { return *backend_counters_; }
+  // Safe only while the worker is not running (tests, shutdown).
+  const flow_table& flows() const { return flows_; }
+
+ private:
+  struct port_state {
+    worker_port port;
+    rte_ether_addr peer_mac{};  // last source MAC seen on the port: where client resets go
+    uint16_t peer_vlan = 0;
+    uint8_t peer_has_vlan = 0;
+  };
+
+  void on_generation(const generation& gen);
+  void end_flow(const flow_entry& e);
+  void scan(const generation& gen, uint32_t now_ms);
+  void send_resets(const generation& gen, const service_entry& s, const flow_entry& e);
+  void drop(rte_mbuf* m, drop_reason r);
+
+  worker_options options_;
+  const generation_publisher& publisher_;
+  const ms_clock& clock_;
+  flow_table flows_;
+  std::vector<port_state> ports_;
+  std::unique_ptr<worker_counters> counters_;
+  std::unique_ptr<backend_counters> backend_counters_;
+  uint32_t last_generation_ = 0;
+};
+
+}  // namespace tandem
