@@ -223,9 +223,11 @@ std::string format_status(const json& result) {
       segs += (segs.empty() ? "" : ", ") + str(g, "cidr") + " -> " + str(g, "to");
     out << "  segments:    " << (segs.empty() ? "none" : segs) << "\n";
     const json& preview = field(s, "preview");
-    if (preview.is_object())
+    if (preview.is_object()) {
+      const std::string idle = active == "blue" ? "green" : active == "green" ? "blue" : "-";
       out << "  preview:     " << listener(field(preview, "vip"), field(preview, "port"), json())
-          << " -> idle colour\n";
+          << " -> " << idle << " (the idle colour)\n";
+    }
 
     const json& colours = field(s, "colours");
     for (const char* c : {"blue", "green"}) {
@@ -258,7 +260,7 @@ std::string format_status(const json& result) {
       if (field(drain, "timed_out").is_boolean() && field(drain, "timed_out").get<bool>())
         out << " (deadline passed)";
       out << ", on timeout " << str(drain, "on_timeout");
-      if (number(drain, "spread_s") > 0) out << " spread over " << seconds(number(drain, "spread_s"));
+      if (number(drain, "spread_s") > 0) out << ", spread over " << seconds(number(drain, "spread_s"));
       if (!field(drain, "started").is_null()) out << ", started " << str(drain, "started");
       out << "\n";
     }
@@ -327,7 +329,8 @@ std::string format_flows(const json& result) {
   out << str(result, "service") << ": " << count(integer(result, "live_flows")) << " live flows\n";
   std::vector<std::vector<std::string>> rows;
   for (const json& c : array_of(field(result, "counts"), {}))
-    rows.push_back({str(c, "colour"), str(c, "backend"), count(integer(c, "live_flows"))});
+    rows.push_back({str(c, "colour"), field(c, "backend").is_null() ? "all" : str(c, "backend"),
+                    count(integer(c, "live_flows"))});
   if (!rows.empty()) out << table({"COLOUR", "BACKEND", "LIVE FLOWS"}, rows, "  ");
   const json& flows = field(result, "flows");
   if (flows.is_array() && !flows.empty()) {

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <rte_byteorder.h>
+#include <rte_cycles.h>
 #include <unistd.h>
 
 namespace tandem {
@@ -33,6 +35,12 @@ const char* drain_action_name(drain_action a) {
   return "keep";
 }
 
+std::string percent_text(uint32_t basis_points) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g%%", basis_points / 100.0);
+  return buf;
+}
+
 const char* proto_name(uint8_t p) { return p == 17 ? "udp" : "tcp"; }
 
 json backend_json(const config::backend& b) {
@@ -54,6 +62,38 @@ json service_config_json(const config::service& s) {
   return j;
 }
 
+// Makes `to` the active colour of `s` in `st`: the old colour starts draining under `policy`
+// (its flows created before generation `gen` are flushed at the deadline unless `keep`), the
+// new one stops draining. Returns the drain to track.
+drain_state start_drain(config::service& s, colour to, const config::drain_policy& policy,
+                        runtime_state& st, uint32_t gen, uint32_t now_ms) {
+  drain_state d;
+  d.draining = s.active;
+  d.started_ms = now_ms;
+  d.started_wall = std::chrono::system_clock::now();
+  d.deadline_ms = now_ms + policy.timeout_ms;
+  d.on_timeout = policy.on_timeout;
+  d.spread_ms = policy.spread_ms;
+  d.before_generation = gen;
+  auto& flush = st.flushes[s.name];
+  flush[static_cast<size_t>(to)] = colour_flush{};
+  flush[static_cast<size_t>(s.active)] =
+      d.on_timeout == drain_action::keep
+          ? colour_flush{}
+          : colour_flush{gen, d.deadline_ms, d.spread_ms, d.on_timeout};
+  s.active = to;
+  s.canary_basis_points = 0;  // a switch is a full cut-over; a new canary is started explicitly
+  return d;
+}
+
+config::drain_policy policy_for(const config::service& s, const switch_options& o) {
+  config::drain_policy p = s.drain;
+  if (o.drain_timeout_ms) p.timeout_ms = *o.drain_timeout_ms;
+  if (o.on_drain_timeout) p.on_timeout = *o.on_drain_timeout;
+  if (o.drain_spread_ms) p.spread_ms = *o.drain_spread_ms;
+  return p;
+}
+
 }  // namespace
 
 std::string actor::describe() const {
@@ -66,7 +106,7 @@ json history_entry::to_json() const {
 }
 
 controller::controller(config::daemon_config initial, generation_publisher& publisher,
-                       std::vector<const worker*> workers, const ms_clock& clock)
+                       std::vector<worker*> workers, const ms_clock& clock)
     : running_(std::move(initial)),
       publisher_(publisher),
       workers_(std::move(workers)),
@@ -146,26 +186,9 @@ result<json> controller::switch_to(const std::string& name, const switch_options
     return make_error("service " + name + ": " + colour_name(opts.to) + " is already active");
   const colour from = s->active;
   runtime_state st = state_;
-  const uint32_t gen = st.next_generation;
-  drain_state d;
-  d.draining = from;
-  d.started_ms = clock_.now();
-  d.started_wall = std::chrono::system_clock::now();
-  const uint32_t timeout = opts.drain_timeout_ms.value_or(s->drain.timeout_ms);
-  d.deadline_ms = d.started_ms + timeout;
-  d.on_timeout = opts.on_drain_timeout.value_or(s->drain.on_timeout);
-  d.spread_ms = opts.drain_spread_ms.value_or(s->drain.spread_ms);
-  d.before_generation = gen;
-
-  auto& flush = st.flushes[name];
-  // The colour that becomes active stops draining; the one that becomes idle starts.
-  flush[static_cast<size_t>(opts.to)] = colour_flush{};
-  flush[static_cast<size_t>(from)] =
-      d.on_timeout == drain_action::keep
-          ? colour_flush{}
-          : colour_flush{gen, d.deadline_ms, d.spread_ms, d.on_timeout};
-  s->active = opts.to;
-  s->canary_basis_points = 0;  // a switch is a full cut-over; start a new canary explicitly
+  const config::drain_policy policy = policy_for(*s, opts);
+  const drain_state d = start_drain(*s, opts.to, policy, st, st.next_generation, clock_.now());
+  const uint32_t timeout = policy.timeout_ms;
 
   const std::string change = name + ": active " + colour_name(from) + " -> " + colour_name(opts.to);
   auto committed = commit(next, std::move(st), who,
@@ -189,23 +212,7 @@ result<json> controller::switch_all(const switch_options& opts, const actor& who
   std::vector<std::string> switched;
   for (auto& s : next.services) {
     if (s.active == opts.to) continue;
-    drain_state d;
-    d.draining = s.active;
-    d.started_ms = clock_.now();
-    d.started_wall = std::chrono::system_clock::now();
-    d.deadline_ms = d.started_ms + opts.drain_timeout_ms.value_or(s.drain.timeout_ms);
-    d.on_timeout = opts.on_drain_timeout.value_or(s.drain.on_timeout);
-    d.spread_ms = opts.drain_spread_ms.value_or(s.drain.spread_ms);
-    d.before_generation = gen;
-    auto& flush = st.flushes[s.name];
-    flush[static_cast<size_t>(opts.to)] = colour_flush{};
-    flush[static_cast<size_t>(s.active)] =
-        d.on_timeout == drain_action::keep
-            ? colour_flush{}
-            : colour_flush{gen, d.deadline_ms, d.spread_ms, d.on_timeout};
-    new_drains[s.name] = d;
-    s.active = opts.to;
-    s.canary_basis_points = 0;
+    new_drains[s.name] = start_drain(s, opts.to, policy_for(s, opts), st, gen, clock_.now());
     switched.push_back(s.name);
   }
   if (switched.empty())
@@ -236,58 +243,27 @@ result<json> controller::rollback(const std::string& name, const actor& who) {
 }
 
 result<json> controller::rollback_all(const actor& who) {
-  // Every service that has a previous colour goes back to it, all in one generation.
-  json rolled = json::array();
+  // Every service with a previous colour goes back to it, all in one generation.
   config::daemon_config next = running_;
-  std::vector<std::string> names;
+  runtime_state st = state_;
+  const uint32_t gen = st.next_generation;
+  std::map<std::string, drain_state> new_drains;
+  json rolled = json::array();
   for (auto& s : next.services) {
     auto prev = previous_active_.find(s.name);
-    if (prev != previous_active_.end() && prev->second != s.active) names.push_back(s.name);
+    if (prev == previous_active_.end() || prev->second == s.active) continue;
+    new_drains[s.name] = start_drain(s, prev->second, s.drain, st, gen, clock_.now());
+    rolled.push_back(s.name);
   }
-  if (names.empty()) return make_error("nothing to roll back (no switch since tandemd started)");
-  // Services may roll back to different colours: do it per target colour, each atomically.
-  for (colour to : {colour::blue, colour::green}) {
-    switch_options opts;
-    opts.to = to;
-    config::daemon_config cur = running_;
-    bool any = false;
-    for (const auto& n : names) any |= previous_active_[n] == to && find_service(n)->active != to;
-    if (!any) continue;
-    // Reuse switch_to per service but they must share one generation: build it directly.
-    runtime_state st = state_;
-    const uint32_t gen = st.next_generation;
-    std::map<std::string, drain_state> new_drains;
-    for (auto& s : cur.services) {
-      auto prev = previous_active_.find(s.name);
-      if (prev == previous_active_.end() || prev->second != to || s.active == to) continue;
-      drain_state d;
-      d.draining = s.active;
-      d.started_ms = clock_.now();
-      d.started_wall = std::chrono::system_clock::now();
-      d.deadline_ms = d.started_ms + s.drain.timeout_ms;
-      d.on_timeout = s.drain.on_timeout;
-      d.spread_ms = s.drain.spread_ms;
-      d.before_generation = gen;
-      auto& flush = st.flushes[s.name];
-      flush[static_cast<size_t>(to)] = colour_flush{};
-      flush[static_cast<size_t>(s.active)] =
-          d.on_timeout == drain_action::keep
-              ? colour_flush{}
-              : colour_flush{gen, d.deadline_ms, d.spread_ms, d.on_timeout};
-      new_drains[s.name] = d;
-      s.active = to;
-      s.canary_basis_points = 0;
-      rolled.push_back(s.name);
-    }
-    auto committed = commit(cur, std::move(st), who, "rollback --all",
-                            std::string("active -> ") + colour_name(to));
-    if (!committed) return error{committed.error_message()};
-    for (auto& [n, d] : new_drains) {
-      previous_active_[n] = d.draining;
-      drains_[n] = d;
-    }
+  if (rolled.empty()) return make_error("nothing to roll back (no switch since tandemd started)");
+  auto committed = commit(next, std::move(st), who, "rollback --all",
+                          std::to_string(rolled.size()) + " services back to their previous colour");
+  if (!committed) return error{committed.error_message()};
+  for (auto& [n, d] : new_drains) {
+    previous_active_[n] = d.draining;
+    drains_[n] = d;
   }
-  return json{{"rolled_back", rolled}, {"generation", generation_number()}};
+  return json{{"rolled_back", rolled}, {"generation", *committed}};
 }
 
 result<json> controller::canary(const std::string& name, colour to, uint32_t basis_points,
@@ -446,8 +422,8 @@ json controller::diff(const config::daemon_config& desired) const {
       note(std::string("~ service ") + d.name + ": active " + colour_name(r->active) + " -> " +
            colour_name(d.active));
     if (d.canary_basis_points != r->canary_basis_points)
-      note("~ service " + d.name + ": canary " + std::to_string(r->canary_basis_points / 100.0) +
-           "% -> " + std::to_string(d.canary_basis_points / 100.0) + "%");
+      note("~ service " + d.name + ": canary " + percent_text(r->canary_basis_points) + " -> " +
+           percent_text(d.canary_basis_points));
     if (!(d.segments == r->segments)) note("~ service " + d.name + ": segments changed");
     if (!(d.preview == r->preview)) note("~ service " + d.name + ": preview changed");
     if (!(d.drain == r->drain)) note("~ service " + d.name + ": drain policy changed");
@@ -496,21 +472,8 @@ result<json> controller::apply(const config::daemon_config& desired, bool dry_ru
     const config::service* r = find_service(d.name);
     if (!r || r->active == d.active) continue;
     // A colour change through apply is a switch: the old colour drains under the policy.
-    drain_state ds;
-    ds.draining = r->active;
-    ds.started_ms = clock_.now();
-    ds.started_wall = std::chrono::system_clock::now();
-    ds.deadline_ms = ds.started_ms + d.drain.timeout_ms;
-    ds.on_timeout = d.drain.on_timeout;
-    ds.spread_ms = d.drain.spread_ms;
-    ds.before_generation = gen;
-    auto& flush = st.flushes[d.name];
-    flush[static_cast<size_t>(d.active)] = colour_flush{};
-    flush[static_cast<size_t>(r->active)] =
-        ds.on_timeout == drain_action::keep
-            ? colour_flush{}
-            : colour_flush{gen, ds.deadline_ms, ds.spread_ms, ds.on_timeout};
-    new_drains[d.name] = ds;
+    config::service old = *r;
+    new_drains[d.name] = start_drain(old, d.active, d.drain, st, gen, clock_.now());
   }
   for (auto it = st.flushes.begin(); it != st.flushes.end();) {
     bool present = std::any_of(desired.services.begin(), desired.services.end(),
@@ -590,6 +553,60 @@ result<json> controller::status(const std::string& name) const {
     services.push_back(j);
   }
   return json{{"generation", g ? g->number : 0}, {"services", services}};
+}
+
+result<json> controller::flows(const std::string& name, std::optional<colour> c,
+                               const std::string& backend, uint32_t limit) {
+  const config::service* s = find_service(name);
+  if (!s) return make_error("unknown service '" + name + "'");
+  auto sid = state_.service_ids.find(name);
+  if (sid == state_.service_ids.end()) return make_error("unknown service '" + name + "'");
+  flow_sample_request req;
+  req.service_id = sid->second;
+  req.colour_filter = c ? static_cast<int8_t>(*c) : int8_t{-1};
+  req.limit = std::min(limit, max_flow_sample);
+  if (!backend.empty()) {
+    auto a = parse_ip_address(backend);
+    if (!a) return make_error("backend: '" + backend + "' is not an IPv4 or IPv6 address");
+    std::optional<uint32_t> id;
+    for (colour pc : {colour::blue, colour::green})
+      if (!c || *c == pc)
+        if (auto f = state_.registry.find(name, pc, *a)) id = f;
+    if (!id) return make_error("service " + name + ": no backend " + backend);
+    req.backend_filter = *id;
+  }
+  for (worker* w : workers_) w->request_sample(req);
+  // Workers answer between polls (a 1 M table takes a few loops); give them up to 2 s.
+  const uint32_t start = clock_.now();
+  for (worker* w : workers_)
+    while (!w->sample_ready()) {
+      if (ms_since(clock_.now(), start) > 2000) return make_error("workers did not answer the flow sample in 2 s");
+      rte_delay_us_sleep(200);
+    }
+  uint64_t matched = 0;
+  json entries = json::array();
+  const generation* g = publisher_.current();
+  for (worker* w : workers_) {
+    const flow_sample& smp = w->sample();
+    matched += smp.matched;
+    for (uint32_t i = 0; i < smp.copied && entries.size() < limit; ++i) {
+      const flow_entry& e = smp.entries[i];
+      std::string be = "?";
+      if (g && e.backend_id < g->backends.size()) be = to_string(g->backends[e.backend_id].address);
+      static const char* states[] = {"empty", "syn_seen", "established", "closing", "closed", "udp"};
+      entries.push_back({{"worker", w->index()},
+                         {"client", to_string(e.key.src)},
+                         {"client_port", rte_be_to_cpu_16(e.key.src_port)},
+                         {"vip", to_string(e.key.dst)},
+                         {"vip_port", rte_be_to_cpu_16(e.key.dst_port)},
+                         {"backend", be},
+                         {"colour", colour_name(e.flow_colour)},
+                         {"state", states[static_cast<size_t>(e.state)]},
+                         {"generation", e.generation},
+                         {"idle_ms", ms_since(clock_.now(), e.last_seen_ms)}});
+    }
+  }
+  return json{{"service", name}, {"matched", matched}, {"flows", entries}};
 }
 
 json controller::stats() const {

@@ -61,7 +61,7 @@ struct drain_state {
 class controller {
  public:
   controller(config::daemon_config initial, generation_publisher& publisher,
-             std::vector<const worker*> workers, const ms_clock& clock);
+             std::vector<worker*> workers, const ms_clock& clock);
 
   // Publishes the first generation. Fails (with the reason) if the config does not build.
   tandem::status start();
@@ -100,6 +100,10 @@ class controller {
 
   // --- read-only ------------------------------------------------------------------------------
   result<nlohmann::json> status(const std::string& service) const;  // "" = every service
+  // Live-flow counts and a sample of flow entries of a service, optionally of one colour or
+  // backend, gathered from every worker without stopping it.
+  result<nlohmann::json> flows(const std::string& service, std::optional<colour> c,
+                               const std::string& backend, uint32_t limit);
   nlohmann::json stats() const;
   nlohmann::json history(size_t limit) const;
   const config::daemon_config& running() const { return running_; }
@@ -126,7 +130,7 @@ class controller {
   config::daemon_config running_;
   runtime_state state_;
   generation_publisher& publisher_;
-  std::vector<const worker*> workers_;
+  std::vector<worker*> workers_;
   const ms_clock& clock_;
   std::map<std::string, colour> previous_active_;     // for rollback
   std::map<std::string, drain_state> drains_;         // by service name

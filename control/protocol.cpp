@@ -289,8 +289,8 @@ json cmd_diff(controller& ctl, const json& args, const actor&, request_info&) {
   return ok_response(ctl.diff(cfg));
 }
 
-// Until the controller can list flows, answer with the per-colour and per-backend live-flow
-// counts from status, filtered like a flow listing would be.
+// Per-colour and per-backend live-flow counts (from status) plus a sample of flow entries
+// gathered from the workers.
 json cmd_flows(controller& ctl, const json& args, const actor&, request_info&) {
   args_reader a(args, "flows", {"service", "colour", "backend", "limit"});
   const std::string service = a.string("service");
@@ -328,12 +328,15 @@ json cmd_flows(controller& ctl, const json& args, const actor&, request_info&) {
       }
     }
   }
+  auto sample = ctl.flows(service, only_colour, backend.value_or(""),
+                          static_cast<uint32_t>(std::min<uint64_t>(limit, max_flow_sample)));
+  if (!sample) return from_result(sample);
   return ok_response({{"service", service},
                       {"limit", limit},
                       {"live_flows", total},
                       {"counts", counts},
-                      {"flows", json::array()},
-                      {"detail", "per-flow listing is not available yet: counts only"}});
+                      {"matched", (*sample)["matched"]},
+                      {"flows", (*sample)["flows"]}});
 }
 
 const std::map<std::string, handler, std::less<>>& commands() {

@@ -46,7 +46,8 @@ struct exit_now {
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
-  throw exit_now{2, "tandemctl: " + message + "\n(see tandemctl --help)"};
+  const bool has_usage = message.find("\nusage:") != std::string::npos;
+  throw exit_now{2, "tandemctl: " + message + (has_usage ? "" : "\n(see tandemctl --help)")};
 }
 
 const char* usage_text =

@@ -131,6 +131,12 @@ class flow_table {
   // Walks every live entry (control-side snapshot reads are done by the owning worker).
   template <typename F>
   void for_each(F&& fn) const;
+  // Live entries in slots [begin, end) (for incremental walks).
+  template <typename F>
+  void for_each_in(size_t begin, size_t end, F&& fn) const {
+    for (size_t i = begin; i < end && i < capacity(); ++i)
+      if (entries_[i].state != tcp_state::empty) fn(static_cast<const flow_entry&>(entries_[i]));
+  }
 
  private:
   struct alignas(64) bucket_sigs {

@@ -27,7 +27,7 @@ bool answer_arp(rte_mbuf* m, const parsed_packet& p, const generation& g,
   auto* arp = rte_pktmbuf_mtod_offset(m, rte_arp_hdr*, p.l3_offset);
   if (arp->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
       arp->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
-      arp->arp_hlen != RTE_ETHER_ADDR_LEN || 
+      arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != 4 ||
       arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST))
     return false;
   rte_arp_ipv4& d = arp->arp_data;
@@ -57,7 +57,7 @@ bool answer_neighbor_solicitation(rte_mbuf* m, const parsed_packet& p, const gen
   const uint32_t data_len = rte_pktmbuf_data_len(m);
   if (p.l4_offset < p.l3_offset + sizeof(rte_ipv6_hdr)) return false;
   const uint32_t icmp_len = uint32_t{p.l3_offset} + p.l3_length - p.l4_offset;
-  if (uint32_t{p.l3_offset} + p.l3_length > data_len || icmp_len < ns_min_len ||
+  if (uint32_t{p.l3_offset} + p.l3_length > data_len || 
       icmp_len > 0xffff)
     return false;
   auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv6_hdr*, p.l3_offset);

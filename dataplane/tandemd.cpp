@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
   ms_clock clock;
   generation_publisher publisher(workers);
   std::vector<std::unique_ptr<worker>> pool_of_workers;
-  std::vector<const worker*> worker_views;
+  std::vector<worker*> worker_views;
   for (uint32_t w = 0; w < workers; ++w) {
     worker_options wo;
     wo.index = w;

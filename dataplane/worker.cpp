@@ -3,6 +3,7 @@
 #include <rte_ethdev.h>
 #include <rte_prefetch.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "dataplane/flow_hash.h"
@@ -58,7 +59,8 @@ worker::worker(worker_options options, const generation_publisher& publisher,
       clock_(clock),
       flows_(options_.flow_table_size),
       counters_(std::make_unique<worker_counters>()),
-      backend_counters_(std::make_unique<backend_counters>()) {
+      backend_counters_(std::make_unique<backend_counters>()),
+      sample_(std::make_unique<flow_sample>()) {
   for (const worker_port& p : options_.ports) ports_.push_back(port_state{p, {}, 0, 0});
 }
 
@@ -86,10 +88,46 @@ uint32_t worker::poll_once(const rcu_reader& reader) {
     }
     scan(*gen, now);
   }
+  if (unlikely(request_seq_.load(std::memory_order_acquire) !=
+               done_seq_.load(std::memory_order_relaxed)))
+    serve_sample();
   bump(counters_->loops);
   // Nothing of `gen` is held past this point.
   reader.quiescent();
   return received;
+}
+
+void worker::request_sample(const flow_sample_request& r) {
+  request_ = r;
+  request_.limit = std::min(r.limit, max_flow_sample);
+  request_seq_.fetch_add(1, std::memory_order_release);
+}
+
+bool worker::sample_ready() const {
+  return done_seq_.load(std::memory_order_acquire) == request_seq_.load(std::memory_order_acquire);
+}
+
+// Scans 64 K slots per poll loop so a sample of a 1 M table costs a few short pauses.
+void worker::serve_sample() {
+  if (sample_pos_ == 0) {
+    sample_->matched = 0;
+    sample_->copied = 0;
+  }
+  const size_t cap = flows_.capacity();
+  const size_t end = std::min(cap, sample_pos_ + 65536);
+  flows_.for_each_in(sample_pos_, end, [&](const flow_entry& e) {
+    if (e.service_id != request_.service_id) return;
+    if (request_.colour_filter >= 0 && static_cast<int>(e.flow_colour) != request_.colour_filter)
+      return;
+    if (request_.backend_filter != 0xffffffffu && e.backend_id != request_.backend_filter) return;
+    ++sample_->matched;
+    if (sample_->copied < request_.limit) sample_->entries[sample_->copied++] = e;
+  });
+  sample_pos_ = end;
+  if (sample_pos_ >= cap) {
+    sample_pos_ = 0;
+    done_seq_.store(request_seq_.load(std::memory_order_acquire), std::memory_order_release);
+  }
 }
 
 void worker::on_generation(const generation& gen) {

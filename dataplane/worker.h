@@ -36,6 +36,22 @@ struct worker_options {
   rte_mempool* reset_pool = nullptr;   // mbufs for drain resets (nullptr: resets become expiry)
 };
 
+// A request from the control thread for a sample of this worker's flows (tandemctl flows).
+// The worker answers between polls, scanning its table incrementally, so it never stalls.
+struct flow_sample_request {
+  uint16_t service_id = 0;
+  int8_t colour_filter = -1;             // -1 = both colours
+  uint32_t backend_filter = 0xffffffffu; // backend id, or all
+  uint32_t limit = 0;                    // entries to copy (<= max_flow_sample)
+};
+inline constexpr uint32_t max_flow_sample = 256;
+
+struct flow_sample {
+  uint64_t matched = 0;                  // every matching entry, counted
+  uint32_t copied = 0;
+  flow_entry entries[max_flow_sample];
+};
+
 class worker {
  public:
   worker(worker_options options, const generation_publisher& publisher, const ms_clock& clock);
@@ -61,6 +77,12 @@ class worker {
   // Safe only while the worker is not running (tests, shutdown).
   const flow_table& flows() const { return flows_; }
 
+  // Control thread: posts a sample request; poll sample_ready() until true, then read
+  // sample(). One request at a time per worker.
+  void request_sample(const flow_sample_request& r);
+  bool sample_ready() const;
+  const flow_sample& sample() const { return *sample_; }
+
  private:
   struct port_state {
     worker_port port;
@@ -82,7 +104,16 @@ class worker {
   std::vector<port_state> ports_;
   std::unique_ptr<worker_counters> counters_;
   std::unique_ptr<backend_counters> backend_counters_;
+  void serve_sample();
+
   uint32_t last_generation_ = 0;
+  // Sample mailbox: the control thread bumps request_seq_ after filling request_; the worker
+  // fills sample_ and then stores done_seq_ = request_seq_ (release).
+  flow_sample_request request_;
+  std::unique_ptr<flow_sample> sample_;
+  std::atomic<uint32_t> request_seq_{0};
+  std::atomic<uint32_t> done_seq_{0};
+  size_t sample_pos_ = 0;
 };
 
 }  // namespace tandem

@@ -148,7 +148,7 @@ class ControlServerTest : public ::testing::Test {
   void SetUp() override {
     clock_ = std::make_unique<ms_clock>();
     publisher_ = std::make_unique<generation_publisher>(1);
-    ctl_ = std::make_unique<controller>(make_config(), *publisher_, std::vector<const worker*>{},
+    ctl_ = std::make_unique<controller>(make_config(), *publisher_, std::vector<worker*>{},
                                         *clock_);
     auto started = ctl_->start();
     ASSERT_TRUE(started.ok()) << started.error_message();

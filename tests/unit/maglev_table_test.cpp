@@ -107,31 +107,47 @@ TEST(MaglevBuild, DrainedMembersAreExcluded) {
   EXPECT_EQ(t.entries(), build_ok(without, 1009).entries());
 }
 
+// Maglev is not minimally disruptive: a change also reshuffles a few entries between
+// surviving backends, because every later placement in the round robin can land elsewhere.
+// Measured with this implementation (and with an independent transcription of the paper's
+// loop) that excess is about 0.7..2 / sqrt(M) of the table, independent of N, so:
+//  - changed <= 1/N + 3/sqrt(M) always;
+//  - changed <= 1.2/N once the excess is below 0.2/N, i.e. M >= ~50 N^2 (N=10 at 65537,
+//    N=100 at 655373; N=500 would need M ~ 16M). At N=100, M=65537 the move is ~1.6/N.
 struct disruption_case {
   uint32_t n;
   uint32_t size;
 };
 
-class MaglevDisruption : public ::testing::TestWithParam<disruption_case> {};
-
-TEST_P(MaglevDisruption, RemovingOneBackendMovesAboutOneNth) {
-  const auto [n, size] = GetParam();
-  const auto all = make_members(n);
-  const maglev_table before = build_ok(all, size);
-  // Remove a few different positions in the sorted order, not just one lucky backend.
-  for (uint32_t victim : {0u, n / 2, n - 1}) {
-    auto fewer = all;
-    fewer.erase(fewer.begin() + victim);
-    const maglev_table after = build_ok(fewer, size);
-    const double changed = static_cast<double>(differing(before, after)) / size;
-    EXPECT_LE(changed, 1.2 / n) << "n=" << n << " removed " << victim;
-    // At least the removed backend's own share must move.
-    EXPECT_GE(changed, 0.99 / n);
-    for (uint32_t b : after.entries()) ASSERT_NE(b, all[victim].backend_id);
+void expect_disruption(uint32_t n_before, uint32_t n_after, uint32_t size, double changed) {
+  const uint32_t n = std::max(n_before, n_after);  // the share that must move is 1/n
+  EXPECT_GE(changed, 0.99 / n) << "the removed/added backend's own share must move";
+  EXPECT_LE(changed, 1.0 / n + 3.0 / std::sqrt(static_cast<double>(size)));
+  if (uint64_t{size} >= 50ull * n * n) {
+    EXPECT_LE(changed, 1.2 / n);
   }
 }
 
-TEST_P(MaglevDisruption, AddingOneBackendMovesAboutOneNthPlusOne) {
+class MaglevDisruption : public ::testing::TestWithParam<disruption_case> {};
+
+TEST_P(MaglevDisruption, RemovingOneBackend) {
+  const auto [n, size] = GetParam();
+  const auto all = make_members(n);
+  const maglev_table before = build_ok(all, size);
+  // Several positions in the sorted order, not just one lucky backend.
+  for (uint32_t victim : {0u, n / 3, n / 2, n - 1}) {
+    auto fewer = all;
+    fewer.erase(fewer.begin() + victim);
+    const maglev_table after = build_ok(fewer, size);
+    SCOPED_TRACE("n=" + std::to_string(n) + " M=" + std::to_string(size) + " removed " +
+                 std::to_string(victim));
+    for (uint32_t b : after.entries()) ASSERT_NE(b, all[victim].backend_id);
+    // Every entry the removed backend did not own and that moved is collateral churn.
+    expect_disruption(n, n - 1, size, static_cast<double>(differing(before, after)) / size);
+  }
+}
+
+TEST_P(MaglevDisruption, AddingOneBackend) {
   const auto [n, size] = GetParam();
   const auto all = make_members(n);
   const maglev_table before = build_ok(all, size);
@@ -139,16 +155,21 @@ TEST_P(MaglevDisruption, AddingOneBackendMovesAboutOneNthPlusOne) {
     auto more = all;
     more.push_back(member{new_id, 1, identity_for(new_id)});
     const maglev_table after = build_ok(more, size);
-    const double changed = static_cast<double>(differing(before, after)) / size;
-    EXPECT_LE(changed, 1.2 / (n + 1)) << "n=" << n << " added " << new_id;
-    EXPECT_GE(changed, 0.99 / (n + 1));
+    SCOPED_TRACE("n=" + std::to_string(n) + " M=" + std::to_string(size) + " added " +
+                 std::to_string(new_id));
+    expect_disruption(n, n + 1, size, static_cast<double>(differing(before, after)) / size);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, MaglevDisruption,
-                         ::testing::Values(disruption_case{10, 65537}, disruption_case{100, 65537},
+                         ::testing::Values(disruption_case{10, 65537},    // <= 1.2/N
+                                           disruption_case{100, 655373},  // <= 1.2/N
+                                           disruption_case{100, 65537},   // default size
                                            disruption_case{500, 655373}),
-                         [](const auto& p) { return "n" + std::to_string(p.param.n); });
+                         [](const auto& p) {
+                           return "n" + std::to_string(p.param.n) + "_m" +
+                                  std::to_string(p.param.size);
+                         });
 
 TEST(MaglevWeights, TwoBackendsOneToTwo) {
   const std::vector<member> members{{1, 1, identity_for(1)}, {2, 2, identity_for(2)}};
@@ -184,6 +205,113 @@ TEST(MaglevWeights, ScaledWeightsGiveTheSameTable) {
   const std::vector<member> a{{1, 1, identity_for(1)}, {2, 2, identity_for(2)}, {3, 2, identity_for(3)}};
   const std::vector<member> b{{1, 5, identity_for(1)}, {2, 10, identity_for(2)}, {3, 10, identity_for(3)}};
   EXPECT_EQ(build_ok(a, 1009).entries(), build_ok(b, 1009).entries());
+}
+
+TEST(MaglevWeights, HeavilySkewedWeights) {
+  // One member outweighs each of 300 others 5000..10000 to one: every member still gets its
+  // proportional share to within one entry (credits only place whole entries), and the heavy
+  // one absorbs those roundings.
+  std::vector<member> members{{0, 10'000, identity_for(0)}};
+  uint64_t weight_sum = 10'000;
+  for (uint32_t id = 1; id <= 300; ++id) {
+    members.push_back(member{id, 1 + id % 2, identity_for(id)});
+    weight_sum += 1 + id % 2;
+  }
+  const auto c = counts(build_ok(members, 65537));
+  ASSERT_EQ(c.size(), 301u);
+  for (const member& m : members) {
+    const double ideal = 65537.0 * m.weight / static_cast<double>(weight_sum);
+    const double count = static_cast<double>(c.at(m.backend_id));
+    if (m.backend_id == 0) {
+      EXPECT_NEAR(count, ideal, 0.005 * ideal);
+    } else {
+      EXPECT_NEAR(count, ideal, 1.0) << m.backend_id;
+    }
+  }
+}
+
+// The paper's populate loop transcribed as directly as possible (plain walk over the
+// permutation, one pass over all members per round with weight credits). The real build
+// must produce exactly this table: its bitmap, tail scan and event heap are only speedups.
+// The two hashes are repeated here on purpose: every load balancer in a fleet must derive
+// the same permutations, so changing them is a visible, deliberate act.
+uint64_t ref_mix_offset(uint64_t x) {
+  uint64_t z = x + 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+uint64_t ref_mix_skip(uint64_t x) {
+  uint64_t z = x + 0xd1b54a32d192ed03ull;
+  z = (z ^ (z >> 33)) * 0xff51afd7ed558ccdull;
+  z = (z ^ (z >> 33)) * 0xc4ceb9fe1a85ec53ull;
+  return z ^ (z >> 33);
+}
+
+std::vector<uint32_t> reference_populate(std::vector<member> members, uint32_t m) {
+  std::sort(members.begin(), members.end(), [](const member& a, const member& b) {
+    return a.identity != b.identity ? a.identity < b.identity : a.backend_id < b.backend_id;
+  });
+  std::erase_if(members, [](const member& x) { return x.weight == 0; });
+  if (members.empty()) return {};
+  uint64_t max_weight = 0;
+  for (const member& x : members) max_weight = std::max<uint64_t>(max_weight, x.weight);
+  std::vector<uint64_t> offset, skip, next(members.size(), 0), credit(members.size(), 0);
+  for (const member& x : members) {
+    offset.push_back(ref_mix_offset(x.identity) % m);
+    skip.push_back(ref_mix_skip(x.identity) % (m - 1) + 1);
+  }
+  std::vector<uint32_t> entry(m, invalid_backend);
+  uint32_t filled = 0;
+  for (;;) {
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      credit[i] += members[i].weight;
+      if (credit[i] < max_weight) continue;
+      credit[i] -= max_weight;
+      uint64_t c = (offset[i] + next[i] * skip[i]) % m;
+      while (entry[c] != invalid_backend) {
+        ++next[i];
+        c = (offset[i] + next[i] * skip[i]) % m;
+      }
+      entry[c] = members[i].backend_id;
+      ++next[i];
+      if (++filled == m) return entry;
+    }
+  }
+}
+
+TEST(MaglevBuild, MatchesThePapersPopulateLoop) {
+  std::mt19937 rng(2024);
+  struct shape {
+    uint32_t n;
+    uint32_t size;
+    uint32_t max_weight;  // weights drawn from [1, max_weight]
+  };
+  // Small sizes (the whole fill is the tail scan), equal weights, mixed weights (credit
+  // loop) and very skewed weights (event heap), each also with some drained members.
+  for (const shape sh : {shape{1, 101, 1}, shape{2, 211, 1}, shape{7, 1009, 1}, shape{50, 10007, 1},
+                         shape{13, 10007, 3}, shape{40, 65537, 1000}, shape{600, 65537, 1},
+                         shape{300, 65537, 5}}) {
+    std::vector<member> members;
+    for (uint32_t i = 0; i < sh.n; ++i) {
+      const uint32_t w = 1 + static_cast<uint32_t>(rng() % sh.max_weight);
+      members.push_back(member{i * 7 + 3, w, (uint64_t{rng()} << 32) | rng()});
+    }
+    members.push_back(member{999'999, 0, 42});  // drained
+    EXPECT_EQ(build_ok(members, sh.size).entries(), reference_populate(members, sh.size))
+        << "n=" << sh.n << " M=" << sh.size << " max_weight=" << sh.max_weight;
+  }
+  // Skewed: one heavy member places every round, 300 light ones every 333..1000 rounds, many
+  // of them in the same round (ties must resolve in sorted order).
+  std::vector<member> skewed{{1, 1000, (uint64_t{rng()} << 32) | rng()}};
+  for (uint32_t i = 2; i < 302; ++i) {
+    skewed.push_back(member{i, 1 + i % 3, (uint64_t{rng()} << 32) | rng()});
+  }
+  EXPECT_EQ(build_ok(skewed, 65537).entries(), reference_populate(skewed, 65537));
+  // Extreme: the light members never earn a whole credit before the table is full.
+  std::vector<member> extreme{{1, 4'000'000'000u, 77}};
+  for (uint32_t i = 2; i < 200; ++i) extreme.push_back(member{i, 1 + i % 3, identity_for(i)});
+  EXPECT_EQ(build_ok(extreme, 65537).entries(), reference_populate(extreme, 65537));
 }
 
 TEST(MaglevBuild, OrderIndependent) {
