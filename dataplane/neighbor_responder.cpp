@@ -57,7 +57,7 @@ bool answer_neighbor_solicitation(rte_mbuf* m, const parsed_packet& p, const gen
   const uint32_t data_len = rte_pktmbuf_data_len(m);
   if (p.l4_offset < p.l3_offset + sizeof(rte_ipv6_hdr)) return false;
   const uint32_t icmp_len = uint32_t{p.l3_offset} + p.l3_length - p.l4_offset;
-  if (uint32_t{p.l3_offset} + p.l3_length > data_len || 
+  if (uint32_t{p.l3_offset} + p.l3_length > data_len || icmp_len < ns_min_len ||
       icmp_len > 0xffff)
     return false;
   auto* ip = rte_pktmbuf_mtod_offset(m, rte_ipv6_hdr*, p.l3_offset);

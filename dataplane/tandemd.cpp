@@ -137,50 +137,52 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  ms_clock clock;
-  generation_publisher publisher(workers);
-  std::vector<std::unique_ptr<worker>> pool_of_workers;
-  std::vector<worker*> worker_views;
-  for (uint32_t w = 0; w < workers; ++w) {
-    worker_options wo;
-    wo.index = w;
-    wo.ports = layout->per_worker[w];
-    wo.flow_table_size = cfg->flow_table_size;
-    wo.reset_pool = pool;
-    pool_of_workers.push_back(std::make_unique<worker>(wo, publisher, clock));
-    worker_views.push_back(pool_of_workers.back().get());
-  }
+  {  // Everything that holds DPDK memory must be gone before rte_eal_cleanup().
+    ms_clock clock;
+    generation_publisher publisher(workers);
+    std::vector<std::unique_ptr<worker>> pool_of_workers;
+    std::vector<worker*> worker_views;
+    for (uint32_t w = 0; w < workers; ++w) {
+      worker_options wo;
+      wo.index = w;
+      wo.ports = layout->per_worker[w];
+      wo.flow_table_size = cfg->flow_table_size;
+      wo.reset_pool = pool;
+      pool_of_workers.push_back(std::make_unique<worker>(wo, publisher, clock));
+      worker_views.push_back(pool_of_workers.back().get());
+    }
 
-  controller ctl(*cfg, publisher, worker_views, clock);
-  if (auto st = ctl.start(); !st) {
-    std::cerr << "tandemd: " << st.error_message() << "\n";
-    return 1;
-  }
-  control_server server(ctl, cfg->socket);
-  if (auto st = server.open(); !st) {
-    std::cerr << "tandemd: " << st.error_message() << "\n";
-    return 1;
-  }
+    controller ctl(*cfg, publisher, worker_views, clock);
+    if (auto st = ctl.start(); !st) {
+      std::cerr << "tandemd: " << st.error_message() << "\n";
+      return 1;
+    }
+    control_server server(ctl, cfg->socket);
+    if (auto st = server.open(); !st) {
+      std::cerr << "tandemd: " << st.error_message() << "\n";
+      return 1;
+    }
 
-  uint32_t w = 0;
-  unsigned lcore;
-  RTE_LCORE_FOREACH_WORKER(lcore) {
-    if (w >= workers) break;
-    rte_eal_remote_launch(worker_main, pool_of_workers[w].get(), lcore);
-    ++w;
-  }
-  spdlog::info("tandemd running: {} worker(s), {} port(s), {} service(s), control socket {}",
-               workers, layout->port_ids.size(), cfg->services.size(), cfg->socket.path);
+    uint32_t w = 0;
+    unsigned lcore;
+    RTE_LCORE_FOREACH_WORKER(lcore) {
+      if (w >= workers) break;
+      rte_eal_remote_launch(worker_main, pool_of_workers[w].get(), lcore);
+      ++w;
+    }
+    spdlog::info("tandemd running: {} worker(s), {} port(s), {} service(s), control socket {}",
+                 workers, layout->port_ids.size(), cfg->services.size(), cfg->socket.path);
 
-  while (!stop_requested) {
-    server.poll_once(100);
-    ctl.tick();
+    while (!stop_requested) {
+      server.poll_once(100);
+      ctl.tick();
+    }
+    spdlog::info("tandemd stopping");
+    rte_eal_mp_wait_lcore();
+    server.close();
+    stop_ports(*layout);
+    pool_of_workers.clear();
   }
-  spdlog::info("tandemd stopping");
-  rte_eal_mp_wait_lcore();
-  server.close();
-  stop_ports(*layout);
-  pool_of_workers.clear();
   rte_eal_cleanup();
   return 0;
 }

@@ -156,6 +156,15 @@ class Env:
 
     def __enter__(self):
         self.preflight()
+        try:
+            return self._start()
+        except Exception as e:
+            traceback.print_exc()
+            self.failures.items.append(f"set-up: {type(e).__name__}: {e}")
+            self.close()
+            sys.exit(self.finish())
+
+    def _start(self):
         atexit.register(self.close)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
@@ -168,6 +177,7 @@ class Env:
         mode = os.environ.get("TANDEM_E2E_PMD", "auto")
         r = subprocess.run([TOPOLOGY, "lb-start", "--prefix", self.prefix, "--config", cfg,
                             "--socket", self.socket, "--tandemd", self.tandemd, "--mode", mode,
+                            "--probe-vip", self.vip,
                             "--log", os.path.join(self.tmp, "tandemd.log")],
                            capture_output=True, text=True)
         sys.stderr.write(r.stderr)

@@ -202,8 +202,10 @@ TEST(MaglevWeights, FiftyAndFiftyOneToTwo) {
 
 TEST(MaglevWeights, ScaledWeightsGiveTheSameTable) {
   // Only weight ratios matter: 1:2 and 5:10 must build identical tables.
-  const std::vector<member> a{{1, 1, identity_for(1)}, {2, 2, identity_for(2)}, {3, 2, identity_for(3)}};
-  const std::vector<member> b{{1, 5, identity_for(1)}, {2, 10, identity_for(2)}, {3, 10, identity_for(3)}};
+  const std::vector<member> a{
+      {1, 1, identity_for(1)}, {2, 2, identity_for(2)}, {3, 2, identity_for(3)}};
+  const std::vector<member> b{
+      {1, 5, identity_for(1)}, {2, 10, identity_for(2)}, {3, 10, identity_for(3)}};
   EXPECT_EQ(build_ok(a, 1009).entries(), build_ok(b, 1009).entries());
 }
 
@@ -289,9 +291,9 @@ TEST(MaglevBuild, MatchesThePapersPopulateLoop) {
   };
   // Small sizes (the whole fill is the tail scan), equal weights, mixed weights (credit
   // loop) and very skewed weights (event heap), each also with some drained members.
-  for (const shape sh : {shape{1, 101, 1}, shape{2, 211, 1}, shape{7, 1009, 1}, shape{50, 10007, 1},
-                         shape{13, 10007, 3}, shape{40, 65537, 1000}, shape{600, 65537, 1},
-                         shape{300, 65537, 5}}) {
+  for (const shape sh : {shape{1, 101, 1}, shape{2, 211, 1}, shape{7, 1009, 1},
+                         shape{50, 10007, 1}, shape{13, 10007, 3}, shape{40, 65537, 1000},
+                         shape{600, 65537, 1}, shape{300, 65537, 5}}) {
     std::vector<member> members;
     for (uint32_t i = 0; i < sh.n; ++i) {
       const uint32_t w = 1 + static_cast<uint32_t>(rng() % sh.max_weight);
