@@ -17,6 +17,7 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
@@ -42,6 +43,12 @@ constexpr uint32_t max_timeout_ms = 86'400'000;  // 24h: flow ages compare as in
 constexpr uint32_t max_socket_mode = 0777;
 constexpr size_t max_socket_path = 107;  // sizeof(sockaddr_un::sun_path) - 1
 constexpr size_t max_name = 63;
+constexpr uint32_t min_health_interval_ms = 50;
+constexpr uint32_t max_health_interval_ms = 3'600'000;  // 1h
+constexpr uint32_t max_rise_fall = 100;
+constexpr uint32_t max_hook_timeout_ms = 3'600'000;
+constexpr size_t max_hooks = 64;
+constexpr size_t max_http_text = 1024;  // health path / host, hook URL
 
 constexpr uint32_t ms_per_s = 1000;
 constexpr uint32_t ms_per_m = 60 * ms_per_s;
@@ -81,6 +88,17 @@ bool valid_name(std::string_view n) {
   return std::all_of(n.begin(), n.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
+}
+
+// Text that goes into an HTTP request line or header as is: printable ASCII, no spaces.
+bool http_safe(std::string_view t) {
+  return std::all_of(t.begin(), t.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+std::string share_text(uint32_t bp) {  // 8000 -> "0.8"
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", bp / 10000.0);
+  return buf;
 }
 
 uint32_t next_prime(uint32_t n) {
@@ -306,6 +324,103 @@ class checker {
     }
     if (cfg_.socket.mode > max_socket_mode && usable(-1, {"control.mode"}))
       add(-1, "control.mode", "must be at most 0777");
+    check_metrics_and_hooks();
+  }
+
+  void check_metrics_and_hooks() {
+    const metrics_settings& m = cfg_.metrics;
+    if (m.enabled && m.port == 0 && usable(-1, {"metrics.listen"}))
+      add(-1, "metrics.listen", "port must be between 1 and 65535, got 0");
+    if (m.enabled && usable(-1, {"metrics.listen"}))
+      if (const char* why = unusable_reason(m.address); why && !is_unspecified(m.address))
+        add(-1, "metrics.listen", to_string(m.address) + " " + why);
+    const hook_settings& h = cfg_.hooks;
+    if ((h.timeout_ms == 0 || h.timeout_ms > max_hook_timeout_ms) && usable(-1, {"hooks.timeout"}))
+      add(-1, "hooks.timeout",
+          "must be more than 0 and at most " + format_duration(max_hook_timeout_ms) + ", got " +
+              format_duration(h.timeout_ms));
+    if (h.hooks.size() > max_hooks && usable(-1, {"hooks.run"}))
+      add(-1, "hooks.run",
+          std::to_string(h.hooks.size()) + " hooks; at most " + std::to_string(max_hooks));
+    for (size_t k = 0; k < h.hooks.size(); ++k) {
+      const hook& x = h.hooks[k];
+      const std::string p = index_path("hooks.run", k);
+      if (!usable(-1, {p, p + ".url", p + ".command"})) continue;
+      if (x.command.empty() == x.url.empty()) {
+        add(-1, p, "give exactly one of command and url");
+        continue;
+      }
+      if (!x.url.empty() && !parse_http_url(x.url))
+        add(-1, p + ".url",
+            "'" + x.url +
+                "' is not an http:// URL with an IP address (e.g. http://127.0.0.1:9000/hook; "
+                "https and host names are not supported)");
+      std::set<std::string, std::less<>> seen;
+      for (size_t e = 0; e < x.events.size(); ++e) {
+        const std::string ep = index_path(p + ".events", e);
+        if (!usable(-1, {ep})) continue;
+        const bool known = std::any_of(std::begin(hook_event_names), std::end(hook_event_names),
+                                       [&](const char* n) { return x.events[e] == n; });
+        if (!known) {
+          std::string list;
+          for (const char* n : hook_event_names) list += std::string(list.empty() ? "" : ", ") + n;
+          add(-1, ep, "'" + x.events[e] + "' is not one of: " + list);
+        } else if (!seen.insert(x.events[e]).second) {
+          add(-1, ep, "duplicate event '" + x.events[e] + "'");
+        }
+      }
+    }
+  }
+
+  void check_health(int i, const service& s) {
+    if (!s.health || !usable(i, {"health"})) return;
+    const health_check& h = *s.health;
+    if ((h.interval_ms < min_health_interval_ms || h.interval_ms > max_health_interval_ms) &&
+        usable(i, {"health.interval"}))
+      add(i, "health.interval",
+          "must be between " + format_duration(min_health_interval_ms) + " and " +
+              format_duration(max_health_interval_ms) + ", got " + format_duration(h.interval_ms));
+    if (usable(i, {"health.timeout", "health.interval"})) {
+      if (h.timeout_ms == 0)
+        add(i, "health.timeout", "must be more than 0");
+      else if (h.timeout_ms > h.interval_ms)
+        add(i, "health.timeout",
+            format_duration(h.timeout_ms) + " is longer than health.interval (" +
+                format_duration(h.interval_ms) + "): a check must end before the next starts");
+    }
+    if ((h.rise == 0 || h.rise > max_rise_fall) && usable(i, {"health.rise"}))
+      add(i, "health.rise", "must be between 1 and 100, got " + std::to_string(h.rise));
+    if ((h.fall == 0 || h.fall > max_rise_fall) && usable(i, {"health.fall"}))
+      add(i, "health.fall", "must be between 1 and 100, got " + std::to_string(h.fall));
+    if (h.port == 0 && s.port == 0 && usable(i, {"health.port", "port"}))
+      add(i, "health.port",
+          "required when the service's port is 0 (every port): which port should be checked?");
+    if (h.bake_min_healthy_bp > 10000 && usable(i, {"health.bake_min_healthy"}))
+      add(i, "health.bake_min_healthy",
+          "must be between 0 and 1, got " + share_text(h.bake_min_healthy_bp));
+    if (h.min_healthy_to_switch > max_backends && usable(i, {"health.min_healthy_to_switch"}))
+      add(i, "health.min_healthy_to_switch",
+          "must be at most " + std::to_string(max_backends) + ", got " +
+              std::to_string(h.min_healthy_to_switch));
+    if (h.kind != health_check_kind::http) {
+      if (usable(i, {"health.check"}) && (h.path != "/" || !h.host.empty()))
+        add(i, "health.check", "path and host apply to http checks only (check: http)");
+      return;
+    }
+    if (usable(i, {"health.path"})) {
+      if (h.path.empty() || h.path[0] != '/' || h.path.size() > max_http_text || !http_safe(h.path))
+        add(i, "health.path",
+            "'" + h.path + "' is not a request path: it starts with '/', has no spaces or control "
+                           "characters and is at most 1024 bytes");
+    }
+    if (!h.host.empty() && (h.host.size() > max_http_text || !http_safe(h.host)) &&
+        usable(i, {"health.host"}))
+      add(i, "health.host", "'" + h.host + "' has spaces or control characters");
+    if ((h.status_min < 100 || h.status_max > 599 || h.status_min > h.status_max) &&
+        usable(i, {"health.expect_status"}))
+      add(i, "health.expect_status",
+          "expected a status or a range within 100-599 (e.g. 200 or 200-399), got " +
+              std::to_string(h.status_min) + "-" + std::to_string(h.status_max));
   }
 
   void check_service(int i) {
@@ -350,6 +465,7 @@ class checker {
               format_duration(s.drain.spread_ms));
 
     check_pools(i, s, vip_ok);
+    check_health(i, s);
   }
 
   void check_maglev(int i, const service& s) {
@@ -881,10 +997,13 @@ class yaml_reader {
   // ---- the schema ----
 
   void read_document(const YAML::Node& root, daemon_config& cfg) {
-    auto top = read_map(item{root, "", 1}, {"dataplane", "control", "services"});
+    auto top =
+        read_map(item{root, "", 1}, {"dataplane", "control", "metrics", "hooks", "services"});
     if (!top) return;
     if (const item* d = top->find("dataplane")) read_dataplane(*d, cfg);
     if (const item* c = top->find("control")) read_control(*c, cfg);
+    if (const item* m = top->find("metrics")) read_metrics(*m, cfg);
+    if (const item* h = top->find("hooks")) read_hooks(*h, cfg);
     if (const item* s = top->find("services")) {
       if (auto list = read_list(*s)) {
         cfg.services.resize(list->size());
@@ -948,9 +1067,161 @@ class yaml_reader {
       if (auto s = read_string(*x)) cfg.history_file = *s;
   }
 
+  std::optional<bool> read_bool(const item& it) {
+    auto text = read_string(it);
+    if (!text) return std::nullopt;
+    if (*text == "true") return true;
+    if (*text == "false") return false;
+    fail(it.line, it.path, "expected true or false, got '" + *text + "'");
+    return std::nullopt;
+  }
+
+  void read_metrics(const item& it, daemon_config& cfg) {
+    auto o = read_map(it, {"enabled", "listen"});
+    if (!o) return;
+    if (const item* x = o->find("enabled"))
+      if (auto v = read_bool(*x)) cfg.metrics.enabled = *v;
+    if (const item* x = o->find("listen")) {
+      auto text = read_string(*x);
+      if (!text) return;
+      // ADDRESS:PORT, with IPv6 in brackets: 127.0.0.1:9469, [::1]:9469.
+      const std::string& t = *text;
+      const size_t colon = t.rfind(':');
+      std::string host = colon == std::string::npos ? std::string() : t.substr(0, colon);
+      if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+      else if (host.find(':') != std::string::npos)
+        host.clear();  // IPv6 without brackets is ambiguous
+      auto addr = parse_ip_address(host);
+      uint32_t port = 0;
+      const std::string pt = colon == std::string::npos ? std::string() : t.substr(colon + 1);
+      auto [end, ec] = std::from_chars(pt.data(), pt.data() + pt.size(), port);
+      if (!addr || pt.empty() || ec != std::errc{} || end != pt.data() + pt.size() || port > 65535) {
+        fail(x->line, x->path,
+             "'" + t + "' is not ADDRESS:PORT (e.g. 127.0.0.1:9469 or [::1]:9469)");
+        return;
+      }
+      cfg.metrics.address = *addr;
+      cfg.metrics.port = static_cast<uint16_t>(port);
+    }
+  }
+
+  void read_hooks(const item& it, daemon_config& cfg) {
+    auto o = read_map(it, {"timeout", "run"});
+    if (!o) return;
+    if (const item* x = o->find("timeout"))
+      if (auto v = read_duration(*x, 1, max_hook_timeout_ms)) cfg.hooks.timeout_ms = *v;
+    if (const item* x = o->find("run")) {
+      auto list = read_list(*x);
+      if (!list) return;
+      cfg.hooks.hooks.resize(list->size());
+      for (size_t k = 0; k < list->size(); ++k) {
+        const item& e = (*list)[k];
+        hook& h = cfg.hooks.hooks[k];
+        auto m = read_map(e, {"command", "url", "events"});
+        if (!m) continue;
+        if (const item* y = m->find("command")) {
+          if (auto v = read_string(*y)) {
+            if (v->empty()) fail(y->line, y->path, "must not be empty");
+            else h.command = *v;
+          }
+        }
+        if (const item* y = m->find("url")) {
+          if (auto v = read_string(*y)) {
+            if (!parse_http_url(*v))
+              fail(y->line, y->path,
+                   "'" + *v +
+                       "' is not an http:// URL with an IP address (e.g. "
+                       "http://127.0.0.1:9000/hook; https and host names are not supported)");
+            else
+              h.url = *v;
+          }
+        }
+        if (!m->find("command") && !m->find("url"))
+          fail(e.line, e.path, "give exactly one of command and url");
+        else if (m->find("command") && m->find("url"))
+          fail(e.line, e.path, "give exactly one of command and url, not both");
+        if (const item* y = m->find("events")) read_strings(*y, h.events);
+      }
+    }
+  }
+
+  // "0.8", "1", "0", "0.75" -> share x 10000.
+  std::optional<uint32_t> read_share(const item& it) {
+    auto text = read_string(it);
+    if (!text) return std::nullopt;
+    const std::string& t = *text;
+    const size_t dot = t.find('.');
+    const std::string whole = t.substr(0, dot);
+    std::string frac = dot == std::string::npos ? std::string() : t.substr(dot + 1);
+    auto digits = [](const std::string& x) {
+      return std::all_of(x.begin(), x.end(), [](char c) { return c >= '0' && c <= '9'; });
+    };
+    if (whole.empty() || whole.size() > 1 || !digits(whole) || !digits(frac) ||
+        (dot != std::string::npos && frac.empty()) || frac.size() > 4) {
+      fail(it.line, it.path, "expected a share between 0 and 1 (e.g. 0.8), got '" + t + "'");
+      return std::nullopt;
+    }
+    while (frac.size() < 4) frac += '0';
+    const uint32_t bp = static_cast<uint32_t>(whole[0] - '0') * 10000 +
+                        static_cast<uint32_t>(std::stoul(frac));
+    if (bp > 10000) {
+      fail(it.line, it.path, "must be between 0 and 1, got " + t);
+      return std::nullopt;
+    }
+    return bp;
+  }
+
+  void read_health(const item& it, service& s) {
+    auto o = read_map(it, {"check", "port", "path", "host", "expect_status", "interval", "timeout",
+                           "rise", "fall", "min_healthy_to_switch", "bake_min_healthy"});
+    if (!o) return;
+    health_check h;
+    if (const item* x = o->find("check"))
+      if (auto v = read_enum(*x, {"tcp", "http"})) h.kind = static_cast<health_check_kind>(*v);
+    if (const item* x = o->find("port"))
+      if (auto v = read_uint(*x, 1, 65535)) h.port = static_cast<uint16_t>(*v);
+    if (const item* x = o->find("path"))
+      if (auto v = read_string(*x)) h.path = *v;
+    if (const item* x = o->find("host"))
+      if (auto v = read_string(*x)) h.host = *v;
+    if (const item* x = o->find("expect_status")) {
+      if (auto v = read_string(*x)) {
+        const size_t dash = v->find('-');
+        const std::string a = v->substr(0, dash);
+        const std::string b = dash == std::string::npos ? a : v->substr(dash + 1);
+        unsigned lo = 0, hi = 0;
+        auto [e1, c1] = std::from_chars(a.data(), a.data() + a.size(), lo);
+        auto [e2, c2] = std::from_chars(b.data(), b.data() + b.size(), hi);
+        if (a.empty() || b.empty() || c1 != std::errc{} || c2 != std::errc{} ||
+            e1 != a.data() + a.size() || e2 != b.data() + b.size() || lo < 100 || hi > 599 ||
+            lo > hi)
+          fail(x->line, x->path,
+               "expected a status or a range within 100-599 (e.g. 200 or 200-399), got '" + *v +
+                   "'");
+        else
+          h.status_min = static_cast<uint16_t>(lo), h.status_max = static_cast<uint16_t>(hi);
+      }
+    }
+    if (const item* x = o->find("interval"))
+      if (auto v = read_duration(*x, min_health_interval_ms, max_health_interval_ms))
+        h.interval_ms = *v;
+    if (const item* x = o->find("timeout"))
+      if (auto v = read_duration(*x, 1, max_health_interval_ms)) h.timeout_ms = *v;
+    if (const item* x = o->find("rise"))
+      if (auto v = read_uint(*x, 1, max_rise_fall)) h.rise = static_cast<uint32_t>(*v);
+    if (const item* x = o->find("fall"))
+      if (auto v = read_uint(*x, 1, max_rise_fall)) h.fall = static_cast<uint32_t>(*v);
+    if (const item* x = o->find("min_healthy_to_switch"))
+      if (auto v = read_uint(*x, 0, max_backends)) h.min_healthy_to_switch = static_cast<uint32_t>(*v);
+    if (const item* x = o->find("bake_min_healthy"))
+      if (auto v = read_share(*x)) h.bake_min_healthy_bp = *v;
+    s.health = h;
+  }
+
   void read_service(const item& it, service& s) {
     auto o = read_map(it, {"name", "vip", "protocol", "port", "forwarding", "maglev_size", "active",
-                           "canary", "segments", "preview", "drain", "pools"});
+                           "canary", "segments", "preview", "drain", "pools", "health"});
     if (!o) return;
     require(*o, {"name", "vip", "port"});
     if (const item* x = o->find("name")) {
@@ -999,6 +1270,7 @@ class yaml_reader {
           if (auto v = read_duration(*y, 0, max_timeout_ms)) s.drain.spread_ms = *v;
       }
     }
+    if (const item* x = o->find("health")) read_health(*x, s);
     if (const item* x = o->find("pools")) {
       if (auto p = read_map(*x, {"blue", "green"})) {
         for (colour c : {colour::blue, colour::green}) {
@@ -1107,6 +1379,48 @@ const char* backend_admin_state_name(backend_admin_state s) {
       return "maint";
   }
   return "?";
+}
+
+const char* health_check_kind_name(health_check_kind k) {
+  return k == health_check_kind::http ? "http" : "tcp";
+}
+
+std::optional<http_url> parse_http_url(std::string_view text) {
+  constexpr std::string_view scheme = "http://";
+  if (text.size() > max_http_text || text.substr(0, scheme.size()) != scheme || !http_safe(text))
+    return std::nullopt;
+  std::string_view rest = text.substr(scheme.size());
+  const size_t slash = rest.find('/');
+  const std::string_view authority = rest.substr(0, slash);
+  http_url u;
+  u.path = slash == std::string_view::npos ? std::string("/") : std::string(rest.substr(slash));
+  u.host = std::string(authority);
+  std::string_view host = authority, port;
+  if (!host.empty() && host.front() == '[') {
+    const size_t close = host.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    port = host.substr(close + 1);
+    host = host.substr(1, close - 1);
+    if (!port.empty() && port.front() != ':') return std::nullopt;
+  } else {
+    const size_t colon = host.find(':');
+    if (colon != std::string_view::npos) {
+      port = host.substr(colon);
+      host = host.substr(0, colon);
+    }
+  }
+  auto addr = parse_ip_address(host);
+  if (!addr) return std::nullopt;
+  u.address = *addr;
+  if (!port.empty()) {
+    port.remove_prefix(1);
+    unsigned p = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || p == 0 || p > 65535)
+      return std::nullopt;
+    u.port = static_cast<uint16_t>(p);
+  }
+  return u;
 }
 
 std::optional<mac_address> parse_mac(std::string_view text) {

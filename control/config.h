@@ -54,6 +54,27 @@ struct drain_policy {
   friend bool operator==(const drain_policy&, const drain_policy&) = default;
 };
 
+// Active health checks of every backend of a service (both pools), run by tandemd's control
+// plane from the host's network stack against the backend's own address.
+enum class health_check_kind : uint8_t { tcp = 0, http };
+const char* health_check_kind_name(health_check_kind k);
+
+struct health_check {
+  health_check_kind kind = health_check_kind::tcp;
+  uint16_t port = 0;                   // 0 = the service's port
+  std::string path = "/";              // http: request target
+  std::string host;                    // http: Host header; empty = the backend address
+  uint16_t status_min = 200;           // http: expected status range, inclusive
+  uint16_t status_max = 399;
+  uint32_t interval_ms = 2000;
+  uint32_t timeout_ms = 1000;          // <= interval
+  uint32_t rise = 2;                   // consecutive successes to be up
+  uint32_t fall = 3;                   // consecutive failures to be down
+  uint32_t min_healthy_to_switch = 1;  // `switch` refuses (unless forced) below this many up
+  uint32_t bake_min_healthy_bp = 8000; // default --min-healthy of a bake, share x 10000
+  friend bool operator==(const health_check&, const health_check&) = default;
+};
+
 struct service {
   std::string name;                    // [a-z0-9_-]{1,63}, unique
   ip_address vip;
@@ -68,6 +89,7 @@ struct service {
   std::vector<segment> segments;
   std::optional<preview_listener> preview;
   drain_policy drain;
+  std::optional<health_check> health;  // none = no checks: every backend counts as up
   friend bool operator==(const service&, const service&) = default;
 
   std::vector<backend>& pool(colour c) { return c == colour::blue ? blue : green; }
@@ -90,6 +112,39 @@ struct tunnel_settings {
   friend bool operator==(const tunnel_settings&, const tunnel_settings&) = default;
 };
 
+// The Prometheus endpoint (GET /metrics).
+struct metrics_settings {
+  bool enabled = true;
+  ip_address address = *parse_ip_address("127.0.0.1");  // loopback only by default
+  uint16_t port = 9469;
+  friend bool operator==(const metrics_settings&, const metrics_settings&) = default;
+};
+
+// Event hooks: a shell command (JSON event on stdin) or an HTTP POST (JSON body) per event.
+inline constexpr const char* hook_event_names[] = {"switch",         "rollback",      "auto-rollback",
+                                                   "drain-complete", "drain-timeout", "health-change",
+                                                   "promote"};
+struct hook {
+  std::string command;              // run with /bin/sh -c; exactly one of command and url
+  std::string url;                  // http://ADDRESS[:PORT][/PATH], an IP literal
+  std::vector<std::string> events;  // empty = every event
+  friend bool operator==(const hook&, const hook&) = default;
+};
+struct hook_settings {
+  uint32_t timeout_ms = 10'000;     // a command or POST taking longer is killed / abandoned
+  std::vector<hook> hooks;
+  friend bool operator==(const hook_settings&, const hook_settings&) = default;
+};
+
+// Parts of a hook URL (http only); nullopt when the text is not one.
+struct http_url {
+  ip_address address;
+  uint16_t port = 80;
+  std::string path = "/";
+  std::string host;                 // as written, for the Host header
+};
+std::optional<http_url> parse_http_url(std::string_view text);
+
 struct daemon_config {
   // dataplane
   std::vector<std::string> eal_args;   // used when tandemd gets no EAL arguments on its command line
@@ -100,6 +155,8 @@ struct daemon_config {
   // control
   control_socket socket;
   std::string history_file;            // empty = in memory only
+  metrics_settings metrics;
+  hook_settings hooks;
   // services
   std::vector<service> services;
   friend bool operator==(const daemon_config&, const daemon_config&) = default;

@@ -1,5 +1,6 @@
 #include "control/generation_builder.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string_view>
@@ -22,6 +23,14 @@ rte_ether_addr to_ether(const std::optional<config::mac_address>& m) {
   rte_ether_addr e{};
   if (m) std::memcpy(e.addr_bytes, m->bytes, 6);
   return e;
+}
+
+bool same_members(const std::vector<maglev_table::member>& a,
+                  const std::vector<maglev_table::member>& b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](const auto& x, const auto& y) {
+           return x.backend_id == y.backend_id && x.weight == y.weight && x.identity == y.identity;
+         });
 }
 
 }  // namespace
@@ -57,6 +66,11 @@ result<std::unique_ptr<generation>> build_generation(const config::daemon_config
     for (const auto& svc : cfg.services) present |= svc.name == it->first;
     it = present ? std::next(it) : state.service_ids.erase(it);
   }
+  for (auto it = state.tables.begin(); it != state.tables.end();) {
+    bool present = false;
+    for (const auto& svc : cfg.services) present |= svc.name == it->first.first;
+    it = present ? std::next(it) : state.tables.erase(it);
+  }
 
   std::map<uint32_t, const config::backend*> in_pool;  // id -> its backend in the config
   for (const config::service& cs : cfg.services) {
@@ -84,11 +98,15 @@ result<std::unique_ptr<generation>> build_generation(const config::daemon_config
                                !state.down.contains(*id);
         members.push_back({*id, takes_new ? b.weight : 0u, identity_of(b.address)});
       }
-      auto table = maglev_table::build(members, cs.maglev_size);
-      if (!table)
-        return make_error("service " + cs.name + ": pools." + colour_name(c) + ": " +
-                          table.error_message());
-      se.pools[static_cast<size_t>(c)] = std::move(*table);
+      auto& cached = state.tables[{cs.name, c}];
+      if (!cached.table || cached.size != cs.maglev_size || !same_members(cached.members, members)) {
+        auto table = maglev_table::build(members, cs.maglev_size);
+        if (!table)
+          return make_error("service " + cs.name + ": pools." + colour_name(c) + ": " +
+                            table.error_message());
+        cached = {members, cs.maglev_size, std::make_shared<const maglev_table>(std::move(*table))};
+      }
+      se.pools[static_cast<size_t>(c)] = cached.table;
     }
     const auto index = static_cast<uint16_t>(g->services.size());
     g->listeners.push_back(listener{cs.vip, cs.proto, cs.port, index, 0});

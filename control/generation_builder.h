@@ -24,6 +24,15 @@ struct runtime_state {
   std::set<uint32_t> down;                      // backend ids health checks mark down
   std::map<uint32_t, config::mac_address> last_mac;  // MAC a backend last had in a pool
 
+  // The last Maglev table built for each (service, colour) and what it was built from: a
+  // change that leaves a pool's members alone reuses it (a switch builds no table at all).
+  struct cached_table {
+    std::vector<maglev_table::member> members;
+    uint32_t size = 0;
+    std::shared_ptr<const maglev_table> table;
+  };
+  std::map<std::pair<std::string, colour>, cached_table> tables;
+
   result<uint16_t> service_id(const std::string& name);
 };
 

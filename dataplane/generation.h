@@ -7,6 +7,7 @@
 #include <rte_ether.h>
 
 #include <array>
+#include <memory>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -61,7 +62,10 @@ struct service_entry {
   // Share of new flows (by client cohort) that go to the other colour, in 1/10000 (0..10000).
   uint32_t canary_basis_points = 0;
   std::vector<segment_rule> segments;  // first match wins; checked before the canary
-  std::array<maglev_table, 2> pools;   // indexed by colour
+  // Indexed by colour; never null. Shared with the control plane's table cache and with other
+  // generations, so a change that leaves a pool alone does not rebuild or copy its table.
+  std::array<std::shared_ptr<const maglev_table>, 2> pools{std::make_shared<const maglev_table>(),
+                                                          std::make_shared<const maglev_table>()};
   std::array<colour_flush, 2> flush;   // indexed by colour
 };
 

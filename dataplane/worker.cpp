@@ -257,7 +257,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
       b = backend_at(gen, e->backend_id);
       if (unlikely(b == nullptr || !b->up)) {
         // The one exception to pinning: the backend is down (or gone). Re-hash in its colour.
-        const uint32_t id = svc.pools[static_cast<size_t>(e->flow_colour)].lookup(
+        const uint32_t id = svc.pools[static_cast<size_t>(e->flow_colour)]->lookup(
             hash_flow_key(p.key, backend_choice_seed));
         const backend_info* nb = backend_at(gen, id);
         if (nb == nullptr) {
@@ -281,7 +281,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
       if (tcp && !syn && (p.tcp_flags & tcp_rst)) {
         // A reset for a flow we do not know: forward by the current choice, do not track it.
         const colour c = choose_colour(svc, l, p.key.src);
-        b = backend_at(gen, svc.pools[static_cast<size_t>(c)].lookup(
+        b = backend_at(gen, svc.pools[static_cast<size_t>(c)]->lookup(
                                 hash_flow_key(p.key, backend_choice_seed)));
         if (b == nullptr) {
           drop(m, drop_reason::no_backend);
@@ -290,7 +290,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
       } else {
         const colour c = choose_colour(svc, l, p.key.src);
         const uint32_t id =
-            svc.pools[static_cast<size_t>(c)].lookup(hash_flow_key(p.key, backend_choice_seed));
+            svc.pools[static_cast<size_t>(c)]->lookup(hash_flow_key(p.key, backend_choice_seed));
         b = backend_at(gen, id);
         if (unlikely(b == nullptr)) {
           drop(m, drop_reason::no_backend);

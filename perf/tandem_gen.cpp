@@ -220,6 +220,11 @@ int main(int argc, char** argv) {
   const uint64_t conn_wrap = max_index / nslots;
   std::vector<slot_state> slots(nslots);
   auto is_short = [&](uint64_t s) { return s >= o.flows; };
+  // Stagger the short connections' phases so that new connections (SYNs) are spread evenly in
+  // time instead of all slots opening and closing in lockstep. Their first connection starts
+  // mid-flow (tandem picks it up as such); the warm-up covers that.
+  for (uint64_t s = o.flows; s < nslots; ++s)
+    slots[s].next = static_cast<uint32_t>((s - o.flows) * (o.short_len + 2) / o.short_flows);
 
   // Counters.
   uint64_t sent = 0, received = 0, tx_full = 0, unknown = 0, stale = 0, changes = 0;
@@ -353,8 +358,9 @@ int main(int argc, char** argv) {
       perf::tcp4_spec spec{dst_mac, src_mac, perf::client_ip(index), vip, perf::client_port(index),
                            o.port, flags, 1000 + st.next, flags == 0x02 ? 0u : 5000u,
                            static_cast<uint16_t>(st.next)};
-      uint8_t* d = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(tx[i], perf::tcp64_len));
-      perf::build_tcp4(spec, d);
+      // A fresh mbuf from this pool always has room for 60 bytes.
+      auto* d = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(tx[i], perf::tcp64_len));
+      if (d != nullptr) perf::build_tcp4(spec, d);
       if (shrt && st.next == o.short_len + 1) {
         // Next connection in this slot: a new 5-tuple.
         ++conns_finished;
@@ -405,11 +411,16 @@ int main(int argc, char** argv) {
   const uint64_t lost = sent > received ? sent - received : 0;
   std::vector<double> cmd_ms, first_new_ms;
   uint32_t failed_cmds = 0, no_new_flow = 0;
+  std::string detail;  // per command: [done ms, first new flow ms] after its start
   for (auto& c : commands) {
     if (c.exit_code != 0) ++failed_cmds;
     cmd_ms.push_back(static_cast<double>(to_us(c.done_tsc - c.start_tsc, hz)) / 1000.0);
     if (c.first_new_tsc) first_new_ms.push_back(static_cast<double>(to_us(c.first_new_tsc - c.start_tsc, hz)) / 1000.0);
     else ++no_new_flow;
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s[%.2f,%.2f]", detail.empty() ? "" : ",", cmd_ms.back(),
+                  c.first_new_tsc ? first_new_ms.back() : -1.0);
+    detail += buf;
   }
   auto mx = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
   std::printf(
@@ -419,11 +430,12 @@ int main(int argc, char** argv) {
       ",\"connections_finished\":%" PRIu64 ",\"new_on_blue\":%" PRIu64 ",\"new_on_green\":%" PRIu64
       ",\"backend_changes\":%" PRIu64 ",\"unknown\":%" PRIu64 ",\"stale\":%" PRIu64
       ",\"commands\":%zu,\"failed_commands\":%u,\"command_ms_median\":%.2f,\"command_ms_max\":%.2f,"
-      "\"first_new_flow_ms_median\":%.2f,\"first_new_flow_ms_max\":%.2f,\"commands_without_new_flow\":%u}\n",
+      "\"first_new_flow_ms_median\":%.2f,\"first_new_flow_ms_max\":%.2f,\"commands_without_new_flow\":%u,"
+      "\"command_detail\":[%s]}\n",
       secs, sent, received, lost, tx_full, static_cast<double>(sent_measured) / secs / 1e6,
       static_cast<double>(received_measured) / secs / 1e6, conns_started, conns_seen, conns_finished,
       per_colour_new[1], per_colour_new[2], changes, unknown, stale, commands.size(), failed_cmds,
-      perf::median(cmd_ms), mx(cmd_ms), perf::median(first_new_ms), mx(first_new_ms), no_new_flow);
+      perf::median(cmd_ms), mx(cmd_ms), perf::median(first_new_ms), mx(first_new_ms), no_new_flow, detail.c_str());
   std::fflush(stdout);
   rte_eth_dev_stop(port);
   rte_eth_dev_close(port);

@@ -47,6 +47,14 @@ BACKENDS=(
 
 prefix=tnd
 clients=50
+# Global options may come before or after the command.
+while [ $# -gt 0 ]; do
+  case $1 in
+    --prefix) prefix=${2:-}; shift 2 ;;
+    --clients) clients=${2:-}; shift 2 ;;
+    *) break ;;
+  esac
+done
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 
@@ -308,14 +316,16 @@ do_lb_start() {
   die "lb-start: tandemd did not start"
 }
 
-# Global options may come before or after the command.
+# For exec, everything after ROLE is the command, untouched.
 args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix) prefix=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --) args+=("$@"); break ;;
-    *) args+=("$1"); shift ;;
+    *)
+      if [ "$cmd" = exec ]; then args+=("$@"); break; fi
+      args+=("$1"); shift ;;
   esac
 done
 [[ $prefix =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "--prefix must be 1-8 lower-case letters/digits, starting with a letter"

@@ -18,6 +18,7 @@ Two front ends:
           {"cmd": "udp_open", "count": 30, "tag": "u"}        UDP flows (one socket each)
           {"cmd": "udp_send", "tag": "u"}                     one datagram per flow
           {"cmd": "now"} / {"cmd": "quit"}
+  probe   --count N short connections, one line: how many landed on each backend
   steady  endless traffic for the demo: long-lived connections that live a random while and are
           replaced, plus a stream of new short connections; prints one line per second.
 Times are time.monotonic() seconds (CLOCK_MONOTONIC: the same clock in every namespace).
@@ -466,6 +467,9 @@ def steady(engine, args):
     next_probe = time.monotonic()
     probe_gap = 1.0 / args.new_per_second if args.new_per_second > 0 else None
     probes = []
+    totals = {"opened": 0, "new": 0, "resets": 0, "eof": 0, "failed": 0, "max_gap": 0.0}
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         while end is None or time.monotonic() < end:
             now = time.monotonic()
@@ -474,6 +478,7 @@ def steady(engine, args):
             for _ in range(args.connections - len(live) - len(opening)):
                 c = engine.connect("steady", "long")
                 c.deadline = now + rng.uniform(lo, hi)
+                totals["opened"] += 1
             for c in live:
                 if c.deadline is not None and now >= c.deadline:
                     engine.close(c)
@@ -487,11 +492,19 @@ def steady(engine, args):
                 probes.remove(c)
                 if c.state == "done":
                     per_second[c.colour] = per_second.get(c.colour, 0) + 1
+                    totals["new"] += 1
+                else:
+                    totals["failed"] += 1
             # Forget finished connections, but count resets first.
             done = [c for c in engine.conns if c.state in ("closed", "reset", "eof", "failed", "done")]
             for c in done:
                 if c.state in ("reset", "eof"):
                     resets += 1
+                    totals["resets" if c.state == "reset" else "eof"] += 1
+                elif c.state == "failed":
+                    totals["failed"] += 1
+                if c.kind == "long":
+                    totals["max_gap"] = max(totals["max_gap"], c.max_gap)
             if done:
                 engine.conns = [c for c in engine.conns if c not in set(done)]
             if time.monotonic() >= next_print:
@@ -502,12 +515,18 @@ def steady(engine, args):
                     by[c.colour] = by.get(c.colour, 0) + 1
                     gap = max(gap, c.max_gap)
                     c.max_gap = 0.0
+                totals["max_gap"] = max(totals["max_gap"], gap)
                 print(f"  clients: open connections blue {by.get('blue', 0):3d} green {by.get('green', 0):3d}"
                       f" | new in the last second: blue {per_second.get('blue', 0):3d} green {per_second.get('green', 0):3d}"
                       f" | resets {resets}, longest reply gap {gap * 1000:.0f} ms", flush=True)
                 per_second = {}
     except KeyboardInterrupt:
         pass
+    for c in engine.running:
+        totals["max_gap"] = max(totals["max_gap"], c.max_gap)
+    print(f"  clients, in total: {totals['opened']} long-lived and {totals['new']} short connections; "
+          f"resets {totals['resets']}, unexpected ends {totals['eof']}, failures {totals['failed']}, "
+          f"longest gap between two replies {totals['max_gap'] * 1000:.0f} ms", flush=True)
 
 
 def main():
@@ -525,10 +544,18 @@ def main():
     st.add_argument("--lifetime", default="5-20", help="seconds a long-lived connection lives: MIN-MAX")
     st.add_argument("--new-per-second", type=float, default=20)
     st.add_argument("--duration", type=float, default=0, help="seconds; 0 = until interrupted")
+    pr = sub.add_parser("probe", help="open COUNT short connections, print where they landed")
+    pr.add_argument("--count", type=int, default=10)
     args = ap.parse_args()
     engine = Engine(args.vip, args.port, expand_sources(args.sources), args.interval_ms)
     if args.mode == "serve":
         serve(engine, args)
+    elif args.mode == "probe":
+        r = engine.probe(args.count)
+        print(f"{args.count} new connections to {args.vip}:{args.port}: "
+              + ", ".join(f"{k} {v}" for k, v in sorted(r["by_backend"].items()))
+              + (f", failed {r['failed']}" if r["failed"] else ""))
+        sys.exit(1 if r["failed"] else 0)
     else:
         steady(engine, args)
 

@@ -129,8 +129,8 @@ class Env:
         self.prefix = f"e{os.getpid() % 100000}"
         self.tandemd = os.environ.get("TANDEMD") or os.path.join(ROOT, "build", "tandemd")
         self.tandemctl = os.environ.get("TANDEMCTL") or os.path.join(ROOT, "build", "control", "tandemctl")
-        self.tmp = tempfile.mkdtemp(prefix=f"tandem-e2e-{name}-")
-        self.socket = os.path.join(self.tmp, "tandemd.sock")
+        self.tmp = None
+        self.socket = None
         self.driver = None
         self.pmd = None
         self.failures = Failures()
@@ -165,6 +165,8 @@ class Env:
             sys.exit(self.finish())
 
     def _start(self):
+        self.tmp = tempfile.mkdtemp(prefix=f"tandem-e2e-{self.name}-")
+        self.socket = os.path.join(self.tmp, "tandemd.sock")
         atexit.register(self.close)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
@@ -204,13 +206,14 @@ class Env:
                 log(f"TANDEM_E2E_KEEP=1: topology '{self.prefix}' left up; remove it with "
                     f"{TOPOLOGY} down --prefix {self.prefix}")
                 return
-            tlog = os.path.join(self.tmp, "tandemd.log")
+            tlog = os.path.join(self.tmp or "/nonexistent", "tandemd.log")
             if self.failures.items and os.path.exists(tlog):
                 log("tandemd log (last lines):")
                 with open(tlog) as f:
                     sys.stdout.write("".join(f.readlines()[-20:]))
             subprocess.run([TOPOLOGY, "down", "--prefix", self.prefix], capture_output=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb):
         if exc is not None and not isinstance(exc, SystemExit):

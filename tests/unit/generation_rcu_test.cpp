@@ -30,7 +30,7 @@ std::unique_ptr<generation> make_generation(uint32_t n) {
   service_entry s;
   s.id = static_cast<uint16_t>(n % 7);
   s.port = static_cast<uint16_t>(n);
-  s.pools[0] = *maglev_table::build(members, 1009);
+  s.pools[0] = std::make_shared<const maglev_table>(*maglev_table::build(members, 1009));
   g->services.push_back(std::move(s));
   g->listeners.push_back(listener{ip_address::from_v4_be(0x0a000001), 6, static_cast<uint16_t>(n), 0, 0});
   return g;
@@ -55,7 +55,7 @@ TEST(GenerationRcu, ReadersNeverSeeAFreedOrTornGeneration) {
                   g->services[0].port == static_cast<uint16_t>(g->number) &&
                   g->backends.size() == 4 + g->number % 5 && g->listeners.size() == 1;
         for (uint32_t h = 0; ok && h < 64; ++h)
-          ok = g->services[0].pools[0].lookup(h * 0x9e3779b9u) < g->backends.size();
+          ok = g->services[0].pools[0]->lookup(h * 0x9e3779b9u) < g->backends.size();
         last = g->number;
         if (!ok) errors.fetch_add(1);
         checks.fetch_add(1, std::memory_order_relaxed);
