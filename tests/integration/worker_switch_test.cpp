@@ -313,3 +313,117 @@ TEST_F(WorkerSwitchTest, ArpForTheVipIsAnswered) {
 
 }  // namespace
 }  // namespace tandem::test
+
+namespace tandem::test {
+namespace {
+
+// Drain deadline policies as the worker carries them out: flows of the draining colour created
+// before the switch are expired or reset at the deadline; flows of the active colour are not.
+class WorkerDrainTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ensure_eal(); }
+};
+
+void set_flush(dataplane_harness& h, drain_action action, uint32_t spread_ms) {
+  auto& flush = h.state().flushes["web"];
+  flush[static_cast<size_t>(colour::blue)] =
+      colour_flush{h.state().next_generation, h.now_ms(), spread_ms, action};
+}
+
+TEST_F(WorkerDrainTest, ExpireAtTheDeadlineMovesRemainingFlowsToTheActiveColour) {
+  auto cfg = make_config();
+  dataplane_harness h(cfg);
+  constexpr int n = 300;
+  auto blue = open_flows(h, n);
+  cfg.services[0].active = colour::green;
+  set_flush(h, drain_action::expire, 0);
+  h.publish(cfg);
+  auto green = open_flows(h, n, 41000);
+  ASSERT_TRUE(h.wait_for([&] { return h.live_flows(0, colour::blue) == 0; }))
+      << "the scanner expires every blue flow at the deadline";
+  EXPECT_EQ(read_counter(h.counters().drain_expired), static_cast<uint64_t>(n));
+  EXPECT_EQ(h.live_flows(0, colour::green), n) << "green flows are not touched";
+  EXPECT_EQ(send_all(h, n, tcp_ack, 41000), green);
+  // Later packets of the expired flows follow the current table (green).
+  for (auto [c, b] : send_all(h, n, tcp_ack, 40000)) EXPECT_EQ(c, green_c);
+}
+
+TEST_F(WorkerDrainTest, ResetSendsRstToBothEndsWithTheSequenceNumbersSeen) {
+  auto cfg = make_config();
+  dataplane_harness h(cfg);
+  constexpr int n = 50;
+  auto blue = open_flows(h, n);
+  cfg.services[0].active = colour::green;
+  h.publish(cfg);
+  auto green = open_flows(h, n, 41000);
+  // The deadline passes with the flows still open: reset, spread over 300 ms.
+  set_flush(h, drain_action::reset, 300);
+  h.publish(cfg);
+  ASSERT_TRUE(h.wait_for([&] { return h.live_flows(0, colour::blue) == 0; }));
+  auto out = h.exchange({});
+  int to_backend = 0, to_client = 0;
+  for (const auto& f : out) {
+    const auto [c, b] = decode_backend_mac(f.data());
+    const uint8_t* ip = f.data() + 14;
+    const uint8_t* tcp_h = ip + 20;
+    ASSERT_EQ(tcp_h[13] & tcp_rst, tcp_rst);
+    ASSERT_EQ(inet_checksum(ip, 20), 0) << "IPv4 header checksum";
+    uint32_t seq = static_cast<uint32_t>(tcp_h[4] << 24 | tcp_h[5] << 16 | tcp_h[6] << 8 | tcp_h[7]);
+    if (c == blue_c) {
+      ++to_backend;  // as the client: seq = client's next sequence number after its last
+      EXPECT_EQ(seq, 1000u);  // packet (the test's bare ACK carries seq 1000, no payload)
+      EXPECT_EQ(ip[12], 10);  // from the client address
+    } else {
+      ++to_client;  // from the VIP: seq = the client's last ACK (5000)
+      EXPECT_EQ(seq, 5000u);
+      EXPECT_EQ(ip[12], 198);
+      EXPECT_EQ(f[0], 0x02);  // to the MAC clients' packets came from (frame_spec src_mac)
+      EXPECT_EQ(f[5], 0x01);
+    }
+  }
+  EXPECT_EQ(to_backend, n);
+  EXPECT_EQ(to_client, n);
+  EXPECT_EQ(read_counter(h.counters().drain_resets), static_cast<uint64_t>(n));
+  EXPECT_EQ(send_all(h, n, tcp_ack, 41000), green) << "green flows untouched";
+}
+
+config::daemon_config tunnel_config(forwarding_mode mode) {
+  auto cfg = make_config();
+  cfg.services[0].mode = mode;
+  cfg.tunnel.source_v4 = addr("192.0.2.254");
+  cfg.tunnel.nexthop_mac = config::mac_address{{0x02, 0, 0, 0, 0xee, 0xee}};
+  cfg.tunnel.gue_port = 6080;
+  return cfg;
+}
+
+TEST_F(WorkerDrainTest, IpipAndGueThroughTheWorker) {
+  for (forwarding_mode mode : {forwarding_mode::ipip, forwarding_mode::gue}) {
+    dataplane_harness h(tunnel_config(mode));
+    auto in = build_frame(tcp(7, 40000, tcp_syn));
+    auto out = h.exchange({in});
+    ASSERT_EQ(out.size(), 1u);
+    const auto& f = out[0];
+    EXPECT_EQ(f[0], 0x02);
+    EXPECT_EQ(f[4], 0xee) << "to the configured next hop";
+    const uint8_t* ip = f.data() + 14;
+    EXPECT_EQ(ip[0], 0x45);
+    EXPECT_EQ(ip[9], mode == forwarding_mode::ipip ? 4 : 17);
+    EXPECT_EQ(inet_checksum(ip, 20), 0);
+    EXPECT_EQ(ip[12], 192);  // tunnel source
+    EXPECT_EQ(ip[16], 10);   // a blue backend 10.1.0.x
+    EXPECT_EQ(ip[17], 1);
+    const size_t inner = 14 + 20 + (mode == forwarding_mode::gue ? 8 : 0);
+    if (mode == forwarding_mode::gue) {
+      EXPECT_EQ(ip[22] << 8 | ip[23], 6080);
+      EXPECT_GE(ip[20] << 8 | ip[21], 49152);
+    }
+    const size_t inner_len = in.size() - 14 - 6;  // the 54-byte SYN's padding is trimmed
+    ASSERT_EQ(f.size(), inner + 40);
+    EXPECT_TRUE(std::equal(f.begin() + static_cast<long>(inner), f.end(), in.begin() + 14))
+        << "inner packet unchanged";
+    (void)inner_len;
+  }
+}
+
+}  // namespace
+}  // namespace tandem::test
