@@ -183,7 +183,7 @@ const char* drop_reason_name(drop_reason r) {
       "none",          "truncated_l2",   "unsupported_l3", "truncated_l3", "bad_ip_version",
       "bad_ihl",       "bad_ip_length",  "bad_ext_header", "fragment",     "unsupported_l4",
       "truncated_l4",  "bad_l4_header",  "not_for_vip",    "no_backend",   "bad_arp",
-      "tx_full",       "no_headroom",
+      "tx_full",       "no_headroom",    "drain_reset",
   };
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(drop_reason::count_),
                 "one name per drop_reason");

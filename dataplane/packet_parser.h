@@ -27,6 +27,7 @@ enum class drop_reason : uint8_t {
   bad_arp,              // ARP not for a VIP, or malformed
   tx_full,              // the TX queue did not take the packet
   no_headroom,          // encapsulation did not fit in the mbuf headroom
+  drain_reset,          // a packet of a flow reset at its drain deadline (both ends got an RST)
   count_                // number of reasons; keep last
 };
 const char* drop_reason_name(drop_reason r);

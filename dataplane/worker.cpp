@@ -45,6 +45,18 @@ inline bool flush_due(const service_entry& s, const flow_entry& e, uint32_t now_
   return static_cast<int32_t>(now_ms - (f.start_ms + offset)) >= 0;
 }
 
+// Why an ARP request or neighbour solicitation got no answer: for someone else (most of them,
+// on a shared segment), or malformed.
+drop_reason unanswered_reason(const uint8_t* frame, const parsed_packet& p, const generation& g) {
+  if (p.kind == packet_kind::arp && p.l3_length >= 28)
+    return g.is_vip(ip_address::from_v4_bytes(frame + p.l3_offset + 24)) ? drop_reason::bad_arp
+                                                                          : drop_reason::not_for_vip;
+  if (p.kind == packet_kind::icmp6_nd && p.l3_length >= (p.l4_offset - p.l3_offset) + 24)
+    return g.is_vip(ip_address::from_v6(frame + p.l4_offset + 8)) ? drop_reason::bad_arp
+                                                                   : drop_reason::not_for_vip;
+  return p.kind == packet_kind::other ? drop_reason::unsupported_l4 : drop_reason::bad_arp;
+}
+
 inline const backend_info* backend_at(const generation& g, uint32_t id) {
   if (id >= g.backends.size() || !g.backends[id].in_registry) return nullptr;
   return &g.backends[id];
@@ -161,12 +173,12 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
   for (uint16_t i = 0; i < n && i < 4; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
 
   // Pass 1: parse, answer ARP/ND, find the listener, prefetch the flow-table buckets.
+  uint64_t rx_bytes = 0;
   for (uint16_t i = 0; i < n; ++i) {
     if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
     rte_mbuf* m = pkts[i];
     listeners[i] = nullptr;
-    bump(counters_->rx_packets);
-    bump(counters_->rx_bytes, rte_pktmbuf_pkt_len(m));
+    rx_bytes += rte_pktmbuf_pkt_len(m);
     const auto* frame = rte_pktmbuf_mtod(m, const uint8_t*);
     drop_reason r = parse_packet(frame, rte_pktmbuf_data_len(m), parsed[i]);
     if (unlikely(r != drop_reason::none)) {
@@ -187,7 +199,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
       if (answered)
         tx[ntx++] = m;
       else
-        drop(m, p.kind == packet_kind::other ? drop_reason::unsupported_l4 : drop_reason::bad_arp);
+        drop(m, unanswered_reason(frame, p, gen));
       pkts[i] = nullptr;
       continue;
     }
@@ -200,6 +212,9 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
     hashes[i] = hash_flow_key(p.key, flow_table_seed);
     flows_.prefetch(hashes[i]);
   }
+
+  bump(counters_->rx_packets, n);
+  bump(counters_->rx_bytes, rx_bytes);
 
   // Remember who sends us client traffic: drain resets towards clients go back there.
   for (uint16_t i = n; i-- > 0;) {
@@ -228,11 +243,8 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
         // The drain deadline of this flow's colour has passed.
         if (svc.flush[static_cast<size_t>(e->flow_colour)].action == drain_action::reset &&
             tcp) {
-          send_resets(gen, svc, *e);
-          bump(counters_->drain_resets);
-          end_flow(*e);
-          flows_.remove(e);
-          drop(m, drop_reason::no_backend);
+          reset_flow(gen, svc, *e, now_ms);
+          drop(m, drop_reason::drain_reset);
           continue;
         }
         bump(counters_->drain_expired);
@@ -365,29 +377,41 @@ void worker::send_resets(const generation& gen, const service_entry& s, const fl
   for (uint16_t i = sent; i < nout; ++i) drop(out[i], drop_reason::tx_full);
 }
 
+// Resets both ends of a draining flow, then keeps its entry as `closed` (out of the flush, with
+// the short closing timeout): whatever the ends still send (a challenge ACK, a retransmission)
+// goes to the old backend, which answers with its own reset, instead of being picked up as a
+// new flow on the active colour.
+void worker::reset_flow(const generation& gen, const service_entry& s, flow_entry& e,
+                        uint32_t now_ms) {
+  send_resets(gen, s, e);
+  bump(counters_->drain_resets);
+  e.state = tcp_state::closed;
+  e.generation = s.flush[static_cast<size_t>(e.flow_colour)].before_generation;
+  e.last_seen_ms = now_ms;
+}
+
 void worker::scan(const generation& gen, uint32_t now_ms) {
   const flow_timeouts& t = flows_.timeouts();
   flows_.scan_step(options_.scan_budget, [&](flow_entry& e) {
     if (is_expired(e, now_ms, t)) {
-      bump(counters_->expired);
+      ++scan_expired_;
       end_flow(e);
       return true;
     }
     const service_entry* s = gen.service_by_id(e.service_id);
     if (s == nullptr) {
       // Its service was removed: nothing can reach this flow any more.
-      bump(counters_->expired);
+      ++scan_expired_;
       end_flow(e);
       return true;
     }
     if (flush_due(*s, e, now_ms)) {
       if (s->flush[static_cast<size_t>(e.flow_colour)].action == drain_action::reset &&
           e.state != tcp_state::udp) {
-        send_resets(gen, *s, e);
-        bump(counters_->drain_resets);
-      } else {
-        bump(counters_->drain_expired);
+        reset_flow(gen, *s, e, now_ms);
+        return false;
       }
+      bump(counters_->drain_expired);
       end_flow(e);
       return true;
     }
@@ -397,6 +421,8 @@ void worker::scan(const generation& gen, uint32_t now_ms) {
   const flow_table_stats& st = flows_.stats();
   __atomic_store_n(&counters_->evictions, st.evictions, __ATOMIC_RELAXED);
   __atomic_store_n(&counters_->failed_inserts, st.failed_inserts, __ATOMIC_RELAXED);
+  // Expired entries leave through the scanner or are reused by an insert.
+  __atomic_store_n(&counters_->expired, scan_expired_ + st.expired, __ATOMIC_RELAXED);
 }
 
 }  // namespace tandem

@@ -95,6 +95,7 @@ class worker {
   void end_flow(const flow_entry& e);
   void scan(const generation& gen, uint32_t now_ms);
   void send_resets(const generation& gen, const service_entry& s, const flow_entry& e);
+  void reset_flow(const generation& gen, const service_entry& s, flow_entry& e, uint32_t now_ms);
   void drop(rte_mbuf* m, drop_reason r);
 
   worker_options options_;
@@ -107,6 +108,7 @@ class worker {
   void serve_sample();
 
   uint32_t last_generation_ = 0;
+  uint64_t scan_expired_ = 0;
   // Sample mailbox: the control thread bumps request_seq_ after filling request_; the worker
   // fills sample_ and then stores done_seq_ = request_seq_ (release).
   flow_sample_request request_;

@@ -10,6 +10,7 @@ Needs root. Exits 77 (skipped) when network namespaces are not available.
 """
 import ctypes
 import json
+import shutil
 import os
 import socket
 import struct
@@ -43,6 +44,7 @@ services:
     maglev_size: 1009
     active: blue
     drain: {{timeout: 300s, on_timeout: keep}}
+    preview: {{vip: 198.51.100.11, port: 8080}}
     pools:
       blue:
 {blue}
@@ -171,6 +173,8 @@ class Tandem:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         sh("ip", "netns", "del", NS, check=False)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def ctl(self, *args, user=None):
         cmd = [TANDEMCTL, "--socket", self.sock, *args]
@@ -389,6 +393,33 @@ class CliEndToEnd(unittest.TestCase):
                            ip4("10.9.0.1"), b"\0" * 6, ip4(VIP)))
         replies = self.t.exchange([arp + b"\0" * 18])
         self.assertTrue(any(r[12:14] == b"\x08\x06" and r[21] == 2 for r in replies), replies)
+
+    def test_11_preview_reaches_the_idle_colour(self):
+        out = self.flows(50, 49000, 0x02, dst="198.51.100.11", dport=8080)
+        self.assertEqual(len(out), 50)
+        self.assertTrue(all(b[0] == "green" for b in out), out)
+        self.assertEqual(self.t.ctl("switch", "web", "--to", "green").returncode, 0)
+        self.assertTrue(all(b[0] == "blue" for b in self.flows(50, 49001, 0x02, dst="198.51.100.11",
+                                                             dport=8080)))
+        self.flows(50, 49000, 0x04, dst="198.51.100.11", dport=8080)
+        self.flows(50, 49001, 0x04, dst="198.51.100.11", dport=8080)
+
+    def test_12_switch_all_and_rollback_all(self):
+        r = self.t.ctl("switch", "--all", "--to", "green")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        st = self.t.ctl_json("status")
+        self.assertEqual([s["active"] for s in st["services"]], ["green", "green"])
+        gen = st["generation"]
+        udp = [backend_of(f) for f in self.t.exchange(
+            [frame(client(i), DNS_VIP, 6000 + i, 53, proto=17, payload=b"q") for i in range(10)])]
+        self.assertEqual(udp, [("green", 0x35)] * 10)
+        r = self.t.ctl("rollback", "--all")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        st = self.t.ctl_json("status")
+        self.assertEqual([s["active"] for s in st["services"]], ["blue", "blue"])
+        self.assertEqual(st["generation"], gen + 1, "every service rolls back in one generation")
+        self.assertTrue(all(b[0] == "blue" for b in self.flows(20, 49100, 0x02)))
+        self.flows(20, 49100, 0x04)
 
     # --- bad inputs: clear errors, non-zero exits, running state unchanged -------------------
 
