@@ -12,7 +12,7 @@
 #                                                       prints the PMD it ended up using
 #   scripts/topology.sh lb-stop [--prefix P]                stop that tandemd
 #   scripts/topology.sh info   [--prefix P]                 key=value description
-#   scripts/topology.sh exec ROLE [--prefix P] CMD...       run CMD in P-ROLE (client, lb, blue1...)
+#   scripts/topology.sh [--prefix P] exec ROLE CMD...       run CMD in P-ROLE (client, lb, blue1...)
 #
 # Layout (prefix "tnd"), all in 10.0.0.0/8 on one segment:
 #   tnd-sw        bridge br0, one port per namespace below
@@ -150,13 +150,16 @@ do_up() {
   require_root
   command -v ip >/dev/null || die "needs iproute2"
   command -v python3 >/dev/null || die "needs python3"
-  [ "$clients" -ge 1 ] && [ "$clients" -le 250 ] || die "--clients must be 1..250"
+  if [ "$clients" -lt 1 ] || [ "$clients" -gt 250 ]; then die "--clients must be 1..250"; fi
   if [ -n "$(our_namespaces)" ]; then
     log "removing the previous '$prefix' topology"
     do_down
   fi
-  # On any failure below, leave nothing behind.
-  trap 'rc=$?; log "setup failed (line $LINENO), removing everything"; do_down; exit $rc' ERR
+  # On any failure below (or Ctrl-C), leave nothing behind.
+  up_done=0
+  trap 'if [ "$up_done" = 0 ]; then log "setup failed, removing everything"; do_down; fi' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
   local d
   d=$(state_dir)
   mkdir -p "$d"
@@ -208,7 +211,8 @@ do_up() {
     for _ in $(seq 1 100); do [ -s "$d/$role.ready" ] && break; sleep 0.05; done
     [ -s "$d/$role.ready" ] || { cat "$d/$role.log" >&2; die "backend $role did not start"; }
   done
-  trap - ERR
+  up_done=1
+  trap - EXIT INT TERM
   log "up: prefix $prefix, $clients client addresses 10.77.1.1-$clients in $(ns client), tandemd goes in $(ns lb) (eth0), backends: ${#BACKENDS[@]}"
 }
 
@@ -264,7 +268,7 @@ do_lb_start() {
   config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
   [ -n "$bin" ] || bin=$here/build/tandemd
   [ -x "$bin" ] || die "lb-start: no tandemd at $bin (build it, or pass --tandemd)"
-  [ -n "$(our_namespaces | grep -x "$(ns lb)")" ] || die "lb-start: no topology '$prefix' (run up first)"
+  our_namespaces | grep -qx "$(ns lb)" || die "lb-start: no topology '$prefix' (run up first)"
   local d
   d=$(state_dir)
   mkdir -p "$d"

@@ -11,13 +11,13 @@ shows nothing left.
 import sys
 import time
 
-from e2e_common import (BLUE, GREEN, WEB_VIP, Env, config_yaml, fmt_counts, log, service_yaml)
+from e2e_common import BLUE, GREEN, WEB_VIP, Env, config_yaml, service_yaml
 
 OLD = 100
 NEW = 60
 TIMEOUT_S = 2.0
 SPREAD_S = 1.0
-SLACK_S = 0.3        # a client notices a reset at its next message (10 ms) plus scheduling
+SLACK_S = 0.5        # a client notices a reset at its next message (10 ms) plus scheduling on a busy 2-core box
 
 
 def backend_resets(env, backends):
@@ -88,6 +88,9 @@ def main():
         late = [t - sw.t0 for t in server_times if not (window[0] - 0.05 <= t <= window[1])]
         f.check(not late, f"{len(late)} backend resets outside the window: {sorted(late)[:5]}")
         s["backend resets"] = f"blue {blue_resets} green {green_resets}"
+        if server_times:
+            s["backend resets"] += (f" at {min(server_times) - sw.t0:.2f}..{max(server_times) - sw.t0:.2f} s "
+                                    "after the switch")
         resets = env.worker_counter("drain_resets")
         f.check(resets == OLD, f"tandemd drain_resets {resets}, expected {OLD}")
 

@@ -65,7 +65,7 @@ def main():
 
         # Silence: the old flows' entries expire after the idle timeout.
         t0 = time.monotonic()
-        r = env.ctl("wait-drained", "dns", "blue", "--timeout", f"{UDP_TIMEOUT_S + 7}s")
+        env.ctl("wait-drained", "dns", "blue", "--timeout", f"{UDP_TIMEOUT_S + 7}s")
         idle_s = time.monotonic() - t0
         f.check(idle_s >= UDP_TIMEOUT_S - 0.6, f"blue drained after {idle_s:.1f} s of silence, before the {UDP_TIMEOUT_S} s timeout")
         after = d.cmd(cmd="udp_send", tag="old")["flows"]
