@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "dataplane/ip_address.h"
+
 namespace tandem::cli {
 namespace {
 
@@ -117,6 +119,36 @@ std::string join_strings(const json& list) {
   return s.empty() ? "-" : s;
 }
 
+// HEALTH cell: the health-check state when the daemon reports one, else up/down.
+std::string health_cell(const json& b) {
+  const json& h = field(b, "health");
+  const json& up = field(b, "up");
+  std::string state = h.is_object() ? str(h, "state") : "-";
+  if (state == "unknown" && field(h, "last_result").is_null())  // service without checks
+    state = up.is_boolean() ? (up.get<bool>() ? "up" : "down") : "-";
+  if (str(b, "state") == "maint") state += " (maint)";
+  return state;
+}
+
+std::string latency_cell(const json& b) {
+  const json& l = field(field(b, "health"), "latency_ms");
+  if (!l.is_number()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f ms", l.get<double>());
+  return buf;
+}
+
+std::string bake_line(const json& bake) {
+  std::string line = str(bake, "colour") + " " + str(bake, "state") + ", " +
+                     seconds(std::floor(number(bake, "elapsed_s"))) + " of " +
+                     seconds(number(bake, "window_s"));
+  const json& ar = field(bake, "auto_rollback");
+  if (ar.is_boolean() && ar.get<bool>())
+    line += ", auto-rollback below " + text(field(bake, "min_healthy")) + " healthy";
+  if (!field(bake, "reason").is_null()) line += " (" + str(bake, "reason") + ")";
+  return line;
+}
+
 std::string format_switch(const json& r) {
   if (field(r, "switched").is_array())
     return with_generation("switched " + join_strings(field(r, "switched")) + " to " +
@@ -135,6 +167,7 @@ std::string format_switch(const json& r) {
       details += (details.empty() ? "" : ", ") + std::string("then ") + str(r, "on_drain_timeout");
     if (!details.empty()) line += " (" + details + ")";
   }
+  if (field(r, "bake").is_object()) line += "; bake: " + bake_line(field(r, "bake"));
   return with_generation(line, r);
 }
 
@@ -246,12 +279,12 @@ std::string format_status(const json& result) {
       }
       std::vector<std::vector<std::string>> rows;
       for (const json& b : backends) {
-        const json& up = field(b, "up");
-        rows.push_back({str(b, "address"), str(b, "weight"), str(b, "state"),
-                        up.is_boolean() ? (up.get<bool>() ? "up" : "down") : "-",
+        rows.push_back({str(b, "address"), str(b, "weight"), str(b, "state"), health_cell(b),
+                        str(field(b, "health"), "last_result"), latency_cell(b),
                         count(integer(b, "live_flows"))});
       }
-      out << table({"ADDRESS", "WEIGHT", "STATE", "HEALTH", "LIVE FLOWS"}, rows, "    ");
+      out << table({"ADDRESS", "WEIGHT", "STATE", "HEALTH", "LAST CHECK", "LATENCY", "LIVE FLOWS"},
+                   rows, "    ");
     }
     if (drain.is_object()) {
       out << "\n  drain: " << draining << ", " << count(integer(drain, "remaining"))
@@ -264,6 +297,8 @@ std::string format_status(const json& result) {
       if (!field(drain, "started").is_null()) out << ", started " << str(drain, "started");
       out << "\n";
     }
+    const json& bake = field(s, "bake");
+    if (bake.is_object()) out << "  bake:  " << bake_line(bake) << "\n";
   }
   return out.str();
 }
@@ -377,7 +412,11 @@ std::string format_result(const std::string& command, const json& result) {
     if (command == "stats") return format_stats(result);
     if (command == "flows") return format_flows(result);
     if (command == "apply" || command == "diff") return format_changes(result);
-    if (command == "switch" || command == "rollback") return format_switch(result);
+    if (command == "switch" || command == "rollback" || command == "abort") return format_switch(result);
+    if (command == "promote" && field(result, "bake").is_object())
+      return with_generation(str(result, "service") + ": " + str(result, "active") +
+                                 " stays active; bake: " + bake_line(field(result, "bake")),
+                             result);
     if (command == "canary") return format_canary(result);
     if (command == "segment" && field(result, "segments").is_number())
       return with_generation(str(result, "service") + ": " + str(result, "segments") + " segment(s)", result);
@@ -393,6 +432,34 @@ std::string format_result(const std::string& command, const json& result) {
   } catch (const std::exception&) {
     return result.dump(2) + "\n";  // a shape this version does not know: show it as it is
   }
+}
+
+std::string format_backends(const json& status_result, const std::string& service,
+                            const std::string& only_address, bool& found) {
+  found = false;
+  std::vector<std::vector<std::string>> rows;
+  for (const json& s : array_of(status_result, {"services"})) {
+    if (str(s, "name") != service) continue;
+    const std::string active = str(s, "active");
+    for (const char* c : {"blue", "green"}) {
+      for (const json& b : array_of(field(field(field(s, "colours"), c), "backends"), {})) {
+        if (!only_address.empty()) {
+          const auto want = parse_ip_address(only_address);
+          const auto have = parse_ip_address(str(b, "address"));
+          if (!want || !have || !(*want == *have)) continue;
+        }
+        found = true;
+        const json& h = field(b, "health");
+        rows.push_back({std::string(c) + (active == c ? "*" : ""), str(b, "address"),
+                        str(b, "weight"), str(b, "state"), health_cell(b), str(h, "last_result"),
+                        latency_cell(b), str(h, "checked_at"), count(integer(b, "live_flows"))});
+      }
+    }
+  }
+  if (rows.empty()) return service + ": no backends\n";
+  return table({"POOL", "ADDRESS", "WEIGHT", "STATE", "HEALTH", "LAST CHECK", "LATENCY", "CHECKED AT",
+                "LIVE FLOWS"},
+               rows);
 }
 
 std::string drain_progress(const json& status_result, const std::string& service,

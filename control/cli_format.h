@@ -24,6 +24,10 @@ std::string format_stats(const nlohmann::json& result);
 std::string format_flows(const nlohmann::json& result);
 std::string format_changes(const nlohmann::json& result);  // apply and diff
 std::string format_generic(const nlohmann::json& result);  // key: value, nested indented
+// `tandemctl backend SERVICE [ADDR]`: the backends of both pools from a status result, with
+// admin state, health, last check result and latency. `found`: some backend matched.
+std::string format_backends(const nlohmann::json& status_result, const std::string& service,
+                            const std::string& only_address, bool& found);
 
 // Dispatches on the protocol command name ("switch", "status", ...).
 std::string format_result(const std::string& command, const nlohmann::json& result);

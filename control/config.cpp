@@ -395,6 +395,9 @@ class checker {
     if (h.port == 0 && s.port == 0 && usable(i, {"health.port", "port"}))
       add(i, "health.port",
           "required when the service's port is 0 (every port): which port should be checked?");
+    else if (h.port == 0 && s.proto == 17 && usable(i, {"health.port", "protocol"}))
+      add(i, "health.port",
+          "required for a udp service: checks are TCP or HTTP, give the backend's TCP health port");
     if (h.bake_min_healthy_bp > 10000 && usable(i, {"health.bake_min_healthy"}))
       add(i, "health.bake_min_healthy",
           "must be between 0 and 1, got " + share_text(h.bake_min_healthy_bp));

@@ -119,8 +119,10 @@ tandem::status controller::start() {
   if (!g) return error{g.error_message()};
   const uint32_t number = (*g)->number;
   publisher_.publish(std::move(*g));
+  ++generations_published_;
   record({iso_time(std::chrono::system_clock::now()), actor{static_cast<int>(getuid()), getpid()},
           "start", std::to_string(running_.services.size()) + " services", number});
+  after_commit();
   return ok_status();
 }
 
@@ -161,17 +163,22 @@ void controller::record(history_entry e) {
 
 result<uint32_t> controller::commit(const config::daemon_config& next, runtime_state next_state,
                                     const actor& who, std::string command, std::string change) {
+  const auto commit_start = std::chrono::steady_clock::now();
   if (auto v = config::validate(next); !v) return error{v.error_message()};
+  prune_down(next, next_state);  // health marks only for backends still checked
   auto g = build_generation(next, next_state);
   if (!g) return error{g.error_message()};
   const uint32_t number = (*g)->number;
   const uint64_t waited_us = publisher_.publish(std::move(*g));
   publish_latency_us_.push_back(waited_us);
   if (publish_latency_us_.size() > 1000) publish_latency_us_.erase(publish_latency_us_.begin());
+  last_commit_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - commit_start).count();
+  ++generations_published_;
   running_ = next;
   state_ = std::move(next_state);
   record({iso_time(std::chrono::system_clock::now()), who, std::move(command), std::move(change),
           number});
+  after_commit();  // health targets and the metrics snapshot follow the new config
   return number;
 }
 
@@ -185,23 +192,46 @@ result<json> controller::switch_to(const std::string& name, const switch_options
   if (s->active == opts.to)
     return make_error("service " + name + ": " + colour_name(opts.to) + " is already active");
   const colour from = s->active;
+  if (opts.auto_rollback && !s->health) {
+    count_switch(name, opts, "error");
+    return make_error("service " + name +
+                      ": --auto-rollback needs health checks (a health section for the service)");
+  }
+  if (!opts.force) {
+    auto why = health_refusal(*s, opts.to);
+    if (!why && opts.auto_rollback)
+      why = bake_refusal(*s, opts.to, opts.min_healthy_bp.value_or(s->health->bake_min_healthy_bp));
+    if (why) {
+      count_switch(name, opts, "refused");
+      return make_error(*why);
+    }
+  }
   runtime_state st = state_;
   const config::drain_policy policy = policy_for(*s, opts);
   const drain_state d = start_drain(*s, opts.to, policy, st, st.next_generation, clock_.now());
   const uint32_t timeout = policy.timeout_ms;
 
-  const std::string change = name + ": active " + colour_name(from) + " -> " + colour_name(opts.to);
-  auto committed = commit(next, std::move(st), who,
-                          "switch " + name + " --to " + colour_name(opts.to), change);
-  if (!committed) return error{committed.error_message()};
+  std::string change = name + ": active " + colour_name(from) + " -> " + colour_name(opts.to);
+  if (!opts.reason.empty()) change += " (" + opts.reason + ")";
+  std::string command = "switch " + name + " --to " + colour_name(opts.to);
+  if (opts.trigger == "auto") command = "auto-rollback " + name;
+  else if (opts.trigger == "abort") command = "abort " + name;
+  auto committed = commit(next, std::move(st), who, command, change);
+  if (!committed) {
+    count_switch(name, opts, "error");
+    return error{committed.error_message()};
+  }
   previous_active_[name] = from;
   drains_[name] = d;
-  return json{{"service", name},
+  started_switch(name, from, opts, *committed, who);
+  json out = {{"service", name},
               {"active", colour_name(opts.to)},
               {"draining", colour_name(from)},
               {"generation", *committed},
               {"drain_timeout_s", timeout / 1000.0},
               {"on_drain_timeout", drain_action_name(d.on_timeout)}};
+  if (opts.bake_ms) out["bake"] = bake_json(name);
+  return out;
 }
 
 result<json> controller::switch_all(const switch_options& opts, const actor& who) {
@@ -212,6 +242,18 @@ result<json> controller::switch_all(const switch_options& opts, const actor& who
   std::vector<std::string> switched;
   for (auto& s : next.services) {
     if (s.active == opts.to) continue;
+    if (opts.auto_rollback && !s.health)
+      return make_error("service " + s.name +
+                        ": --auto-rollback needs health checks (nothing was switched)");
+    if (!opts.force) {
+      auto why = health_refusal(s, opts.to);
+      if (!why && opts.auto_rollback)
+        why = bake_refusal(s, opts.to, opts.min_healthy_bp.value_or(s.health->bake_min_healthy_bp));
+      if (why) {
+        count_switch(s.name, opts, "refused");
+        return make_error(*why + " (nothing was switched)");
+      }
+    }
     new_drains[s.name] = start_drain(s, opts.to, policy_for(s, opts), st, gen, clock_.now());
     switched.push_back(s.name);
   }
@@ -227,6 +269,7 @@ result<json> controller::switch_all(const switch_options& opts, const actor& who
   for (auto& [n, d] : new_drains) {
     previous_active_[n] = d.draining;
     drains_[n] = d;
+    started_switch(n, d.draining, opts, *committed, who);
   }
   return json{{"switched", switched}, {"active", colour_name(opts.to)}, {"generation", *committed}};
 }
@@ -239,6 +282,8 @@ result<json> controller::rollback(const std::string& name, const actor& who) {
     return make_error("service " + name + ": nothing to roll back (no switch since tandemd started)");
   switch_options opts;
   opts.to = prev->second;
+  opts.trigger = "manual";
+  opts.force = true;  // going back is never refused for health
   return switch_to(name, opts, who);
 }
 
@@ -262,6 +307,10 @@ result<json> controller::rollback_all(const actor& who) {
   for (auto& [n, d] : new_drains) {
     previous_active_[n] = d.draining;
     drains_[n] = d;
+    switch_options manual;
+    manual.to = find_service(n)->active;
+    manual.trigger = "manual";
+    started_switch(n, d.draining, manual, *committed, who);
   }
   return json{{"rolled_back", rolled}, {"generation", *committed}};
 }
@@ -402,6 +451,7 @@ json controller::diff(const config::daemon_config& desired) const {
       desired.timeouts.udp_ms != running_.timeouts.udp_ms)
     note("dataplane.timeouts: changed");
   if (!(desired.tunnel == running_.tunnel)) note("dataplane.tunnel: changed");
+  if (!(desired.hooks == running_.hooks)) note("hooks: changed");
   for (const auto& d : desired.services) {
     const config::service* r = find_service(d.name);
     if (!r) {
@@ -427,6 +477,7 @@ json controller::diff(const config::daemon_config& desired) const {
     if (!(d.segments == r->segments)) note("~ service " + d.name + ": segments changed");
     if (!(d.preview == r->preview)) note("~ service " + d.name + ": preview changed");
     if (!(d.drain == r->drain)) note("~ service " + d.name + ": drain policy changed");
+    if (!(d.health == r->health)) note("~ service " + d.name + ": health checks changed");
     for (colour c : {colour::blue, colour::green}) {
       const auto& dp = d.pool(c);
       const auto& rp = r->pool(c);
@@ -460,6 +511,8 @@ result<json> controller::apply(const config::daemon_config& desired, bool dry_ru
     return make_error("dataplane.ports: cannot change while tandemd runs (restart it)");
   if (!(desired.socket == running_.socket))
     return make_error("control.socket: cannot change while tandemd runs (restart it)");
+  if (!(desired.metrics == running_.metrics))
+    return make_error("metrics: cannot change while tandemd runs (restart it)");
   if (auto v = config::validate(desired); !v) return error{v.error_message()};
   json changes = diff(desired);
   if (dry_run || changes.empty())
@@ -529,6 +582,7 @@ result<json> controller::status(const std::string& name) const {
         }
         bj["live_flows"] = std::max<int64_t>(lf, 0);
         bj["up"] = up;
+        bj["health"] = backend_health_json(id ? *id : UINT32_MAX, s.health.has_value());
         backends.push_back(bj);
       }
       colours[colour_name(c)] = {{"live_flows", live_flows(sid, c)},
@@ -550,6 +604,17 @@ result<json> controller::status(const std::string& name) const {
     } else {
       j["drain"] = nullptr;
     }
+    j["bake"] = bake_json(s.name);
+    if (s.health)
+      j["health"] = {{"check", config::health_check_kind_name(s.health->kind)},
+                     {"port", s.health->port ? s.health->port : s.port},
+                     {"interval_s", s.health->interval_ms / 1000.0},
+                     {"timeout_s", s.health->timeout_ms / 1000.0},
+                     {"rise", s.health->rise},
+                     {"fall", s.health->fall},
+                     {"min_healthy_to_switch", s.health->min_healthy_to_switch}};
+    else
+      j["health"] = nullptr;
     services.push_back(j);
   }
   return json{{"generation", g ? g->number : 0}, {"services", services}};
@@ -671,6 +736,8 @@ json controller::history(size_t limit) const {
 }
 
 void controller::tick() {
+  tick_health();  // check results -> health state -> a generation if the down set changed
+  tick_bakes();   // bake windows: promote at the end, auto-rollback on bad health
   const uint32_t now = clock_.now();
   for (auto it = drains_.begin(); it != drains_.end();) {
     auto sid = state_.service_ids.find(it->first);
@@ -684,7 +751,9 @@ void controller::tick() {
     if (remaining == 0) {
       record({iso_time(std::chrono::system_clock::now()), actor{}, "drain-complete",
               it->first + ": " + colour_name(d.draining) + " drained", generation_number()});
+      emit("drain-complete", {{"service", it->first}, {"colour", colour_name(d.draining)}});
       it = drains_.erase(it);
+      metrics_dirty_ = true;
       continue;
     }
     if (!d.timeout_recorded && ms_since(now, d.deadline_ms) >= 0) {
@@ -693,9 +762,14 @@ void controller::tick() {
                   " flows left, " + drain_action_name(d.on_timeout),
               generation_number()});
       d.timeout_recorded = true;
+      emit("drain-timeout", {{"service", it->first},
+                             {"colour", colour_name(d.draining)},
+                             {"remaining", remaining},
+                             {"action", drain_action_name(d.on_timeout)}});
     }
     ++it;
   }
+  publish_metrics();  // only when something changed since the last snapshot
 }
 
 }  // namespace tandem

@@ -17,6 +17,9 @@
 
 #include "control/config.h"
 #include "control/generation_builder.h"
+#include "control/health_checker.h"
+#include "control/hooks.h"
+#include "control/metrics.h"
 #include "dataplane/clock.h"
 #include "dataplane/generation_publisher.h"
 #include "dataplane/worker.h"
@@ -35,6 +38,31 @@ struct switch_options {
   std::optional<uint32_t> drain_timeout_ms;          // default: the service's drain policy
   std::optional<drain_action> on_drain_timeout;      // default: the service's drain policy
   std::optional<uint32_t> drain_spread_ms;           // default: the service's drain policy
+  // Health-aware releases (controller_health.cpp).
+  std::optional<uint32_t> bake_ms;        // watch the new colour this long after the switch
+  bool auto_rollback = false;             // ... and roll back if it turns unhealthy meanwhile
+  std::optional<uint32_t> min_healthy_bp; // healthy share x 10000; default health.bake_min_healthy
+  bool force = false;                     // switch even below health.min_healthy_to_switch
+  // Set by the controller's own rollback paths (history, hooks, metrics): "" for a switch,
+  // "manual", "auto" or "abort"; `reason` is appended to the history entry.
+  std::string trigger;
+  std::string reason;
+};
+
+// The bake window after `switch --bake`: the new colour is watched, and (with auto_rollback)
+// the switch is undone when its healthy share drops below min_healthy. The last one of each
+// service stays visible (state promoted / rolled_back / aborted) until the next bake.
+struct bake_state {
+  colour target = colour::green;  // the colour being baked
+  colour from = colour::blue;     // where a rollback goes
+  uint32_t started_ms = 0;        // ms_clock
+  uint32_t window_ms = 0;
+  uint32_t ended_ms = 0;
+  std::chrono::system_clock::time_point started_wall;
+  uint32_t min_healthy_bp = 8000;
+  bool auto_rollback = false;
+  std::string state = "baking";   // baking | promoted | rolled_back | aborted
+  std::string reason;
 };
 
 struct history_entry {
@@ -118,6 +146,21 @@ class controller {
 
   void set_history_file(std::string path) { history_file_ = std::move(path); }
 
+  // --- health, bake windows, hooks, metrics (controller_health.cpp) -------------------------
+  // Ends a bake window early keeping the switch / rolls it back with reason "aborted".
+  result<nlohmann::json> promote(const std::string& service, const actor& who);
+  result<nlohmann::json> abort_bake(const std::string& service, const actor& who);
+  // Optional collaborators (tandemd wires all three; tests may leave any out). Not owned.
+  void attach_health_checker(health_checker* c);
+  void attach_hooks(hook_runner* h) { hooks_ = h; }
+  void attach_metrics(metrics_exchange* m);
+  // Applies check results (tick() drains the checker into this; tests may call it directly):
+  // rise/fall damping, then one generation with runtime_state.down updated if it changed.
+  void apply_health_results(const std::vector<health_result>& results);
+  const backend_health* health_of(uint32_t backend_id) const;
+  const std::vector<health_target>& health_targets() const { return health_targets_; }
+  const runtime_state& runtime() const { return state_; }
+
  private:
   // Builds and publishes a generation for `next`; on success makes it the running config and
   // records the history entry. Nothing changes on failure.
@@ -126,6 +169,26 @@ class controller {
   config::service* find_service(config::daemon_config& cfg, const std::string& name);
   const config::service* find_service(const std::string& name) const;
   void record(history_entry e);
+  // controller_health.cpp
+  void tick_health();
+  void tick_bakes();
+  void after_commit();
+  void sync_health_targets();
+  void publish_metrics();
+  void prune_down(const config::daemon_config& next, runtime_state& st) const;
+  std::optional<std::string> health_refusal(const config::service& s, colour to) const;
+  // Why a bake with auto-rollback would roll back at once (the target is already below
+  // min_healthy_bp), or nothing.
+  std::optional<std::string> bake_refusal(const config::service& s, colour to,
+                                          uint32_t min_healthy_bp) const;
+  // up / known (up + down) health among the pool's backends that are not in maint.
+  std::pair<uint32_t, uint32_t> pool_health(const config::service& s, colour c) const;
+  void count_switch(const std::string& service, const switch_options& opts, const char* result);
+  void started_switch(const std::string& service, colour from, const switch_options& opts,
+                      uint32_t generation, const actor& who);
+  void emit(const std::string& event, nlohmann::json body);
+  nlohmann::json backend_health_json(uint32_t id, bool checked) const;
+  nlohmann::json bake_json(const std::string& service) const;
 
   config::daemon_config running_;
   runtime_state state_;
@@ -137,6 +200,20 @@ class controller {
   std::deque<history_entry> history_;
   std::string history_file_;
   std::vector<uint64_t> publish_latency_us_;          // recent publish waits, for stats
+  // Health, bakes, hooks, metrics.
+  health_checker* checker_ = nullptr;
+  hook_runner* hooks_ = nullptr;
+  metrics_exchange* metrics_ = nullptr;
+  std::vector<health_target> health_targets_;          // what the checker probes
+  std::map<uint32_t, backend_health> health_;          // by backend id, targets only
+  std::map<std::string, bake_state> bakes_;            // by service name
+  std::map<std::string, std::map<std::string, uint64_t>> switch_counts_;  // service -> result
+  std::map<std::string, std::map<metrics_snapshot::rollback_key, uint64_t>> rollback_counts_;
+  histogram switch_publish_{{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}};
+  double last_commit_s_ = 0;                            // build + publish of the last commit
+  uint64_t generations_published_ = 0;
+  uint64_t hooks_seen_ = 0;                             // hook counters at the last snapshot
+  bool metrics_dirty_ = true;
 };
 
 }  // namespace tandem

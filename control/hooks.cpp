@@ -178,9 +178,9 @@ bool hook_runner::run_command(const job& j, std::string& why) {
   std::string write_error;
   send_all(sv[0], j.payload, deadline, write_error);  // a hook may ignore its stdin
   ::close(sv[0]);
-  int status = 0;
+  int wstatus = 0;
   for (;;) {
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    const pid_t r = ::waitpid(pid, &wstatus, WNOHANG);
     if (r == pid) break;
     if (r < 0 && errno != EINTR) {
       why = std::string("waitpid: ") + std::strerror(errno);
@@ -188,16 +188,16 @@ bool hook_runner::run_command(const job& j, std::string& why) {
     }
     if (steady::now() >= deadline || stop_.load(std::memory_order_relaxed)) {
       ::kill(-pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
+      ::waitpid(pid, &wstatus, 0);
       why = stop_ ? "killed: tandemd is stopping"
                   : "timed out after " + config::format_duration(j.timeout_ms) + " (killed)";
       return false;
     }
     ::usleep(5000);
   }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
-  why = WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
-                          : "killed by signal " + std::to_string(WTERMSIG(status));
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return true;
+  why = WIFEXITED(wstatus) ? "exit status " + std::to_string(WEXITSTATUS(wstatus))
+                           : "killed by signal " + std::to_string(WTERMSIG(wstatus));
   return false;
 }
 

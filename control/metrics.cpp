@@ -366,6 +366,10 @@ struct http_client {
   std::string out;
   size_t out_offset = 0;
   bool close_after_write = false;
+  // After an answer that closes: our side is shut down and what the client still sends is read
+  // and dropped until it closes too, so the kernel does not answer it with a reset that could
+  // destroy the response before the client reads it.
+  bool lingering = false;
   std::chrono::steady_clock::time_point last_activity;
 };
 
@@ -586,7 +590,7 @@ void metrics_server::run() {
     fds.push_back(pollfd{wake_fd_, POLLIN, 0});
     fds.push_back(pollfd{listen_fd_, POLLIN, 0});
     for (const auto& c : clients)
-      fds.push_back(pollfd{c.fd, static_cast<short>(c.out_offset < c.out.size() ? POLLOUT : POLLIN), 0});
+      fds.push_back(pollfd{c.fd, static_cast<short>(!c.lingering && c.out_offset < c.out.size() ? POLLOUT : POLLIN), 0});
     const int n = ::poll(fds.data(), fds.size(), 1000);
     if (n < 0 && errno != EINTR) {
       spdlog::warn("metrics server: poll: {}", std::strerror(errno));
@@ -613,6 +617,13 @@ void metrics_server::run() {
       http_client& c = clients[i];
       const short re = fds[i + 2].revents;
       if (!re) continue;
+      if (c.lingering) {
+        char sink[4096];
+        const ssize_t r = ::recv(c.fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+          close_client(c);
+        continue;  // the linger deadline is not extended by what the client sends
+      }
       c.last_activity = now;
       if (c.out_offset < c.out.size()) {
         const ssize_t w = ::send(c.fd, c.out.data() + c.out_offset, c.out.size() - c.out_offset,
@@ -628,7 +639,8 @@ void metrics_server::run() {
         c.out_offset = 0;
         if (c.close_after_write) {
           ::shutdown(c.fd, SHUT_WR);
-          close_client(c);
+          c.lingering = true;
+          c.last_activity = now;
           continue;
         }
         serve_buffered(c);  // pipelined requests that arrived meanwhile
@@ -644,11 +656,10 @@ void metrics_server::run() {
       serve_buffered(c);
     }
     // Idle or finished clients go.
-    for (auto& c : clients)
-      if (c.fd >= 0 && now - c.last_activity > std::chrono::milliseconds(idle_timeout_ms)) {
-        ::close(c.fd);
-        c.fd = -1;
-      }
+    for (auto& c : clients) {
+      const auto limit = std::chrono::milliseconds(c.lingering ? 2000 : idle_timeout_ms);
+      if (c.fd >= 0 && now - c.last_activity > limit) close_client(c);
+    }
     clients.erase(std::remove_if(clients.begin(), clients.end(), [](const http_client& c) { return c.fd < 0; }),
                   clients.end());
     if (fds[0].revents & POLLIN) {

@@ -194,12 +194,29 @@ json cmd_history(controller& ctl, const json& args, const actor&, request_info&)
 
 json cmd_switch(controller& ctl, const json& args, const actor& who, request_info&) {
   args_reader a(args, "switch",
-                {"service", "all", "to", "drain_timeout", "on_drain_timeout", "drain_spread"});
+                {"service", "all", "to", "drain_timeout", "on_drain_timeout", "drain_spread", "bake",
+                 "auto_rollback", "min_healthy", "force"});
   const auto service = service_or_all(a, "switch");
   switch_options opts;
   opts.to = a.colour_arg("to");
   opts.drain_timeout_ms = a.opt_duration("drain_timeout");
   opts.drain_spread_ms = a.opt_duration("drain_spread");
+  opts.bake_ms = a.opt_duration("bake");
+  if (opts.bake_ms && *opts.bake_ms == 0) bad_request("args.bake: must be more than 0");
+  opts.auto_rollback = a.boolean("auto_rollback", false);
+  opts.force = a.boolean("force", false);
+  if (opts.auto_rollback && !opts.bake_ms)
+    bad_request("args.auto_rollback: needs args.bake (the window during which health is watched)");
+  if (a.has("min_healthy")) {
+    const json& m = a.raw("min_healthy");
+    if (!m.is_number())
+      bad_request("args.min_healthy: must be a number between 0 and 1, got " + std::string(type_of(m)));
+    const double v = m.get<double>();
+    if (!std::isfinite(v) || v < 0 || v > 1)
+      bad_request("args.min_healthy: must be between 0 and 1, got " + m.dump());
+    if (!opts.auto_rollback) bad_request("args.min_healthy: only with args.auto_rollback: true");
+    opts.min_healthy_bp = static_cast<uint32_t>(std::lround(v * 10000));
+  }
   const std::string action = a.choice("on_drain_timeout", {"keep", "expire", "reset"}, false);
   if (action == "keep") opts.on_drain_timeout = drain_action::keep;
   else if (action == "expire") opts.on_drain_timeout = drain_action::expire;
@@ -211,6 +228,16 @@ json cmd_rollback(controller& ctl, const json& args, const actor& who, request_i
   args_reader a(args, "rollback", {"service", "all"});
   const auto service = service_or_all(a, "rollback");
   return from_result(service ? ctl.rollback(*service, who) : ctl.rollback_all(who));
+}
+
+json cmd_promote(controller& ctl, const json& args, const actor& who, request_info&) {
+  args_reader a(args, "promote", {"service"});
+  return from_result(ctl.promote(a.string("service"), who));
+}
+
+json cmd_abort(controller& ctl, const json& args, const actor& who, request_info&) {
+  args_reader a(args, "abort", {"service"});
+  return from_result(ctl.abort_bake(a.string("service"), who));
 }
 
 json cmd_canary(controller& ctl, const json& args, const actor& who, request_info&) {
@@ -345,6 +372,7 @@ const std::map<std::string, handler, std::less<>>& commands() {
       {"switch", cmd_switch},   {"rollback", cmd_rollback}, {"canary", cmd_canary},
       {"segment", cmd_segment}, {"pool", cmd_pool},       {"backend", cmd_backend},
       {"apply", cmd_apply},     {"diff", cmd_diff},       {"flows", cmd_flows},
+      {"promote", cmd_promote}, {"abort", cmd_abort},
   };
   return table;
 }
@@ -352,7 +380,7 @@ const std::map<std::string, handler, std::less<>>& commands() {
 bool changes_state(std::string_view command) {
   return command == "switch" || command == "rollback" || command == "canary" ||
          command == "segment" || command == "pool" || command == "backend" ||
-         command == "apply";
+         command == "apply" || command == "promote" || command == "abort";
 }
 
 json dispatch(controller& ctl, const std::string& line, const actor& who, request_info& info) {

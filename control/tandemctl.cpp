@@ -56,12 +56,15 @@ const char* usage_text =
     "commands:\n"
     "  status [SERVICE] [--watch]\n"
     "  switch SERVICE --to COLOUR [--drain-timeout D] [--on-drain-timeout keep|expire|reset]\n"
-    "         [--drain-spread D]\n"
-    "  switch --all --to COLOUR [drain options]\n"
+    "         [--drain-spread D] [--bake D [--auto-rollback [--min-healthy S]]] [--force]\n"
+    "  switch --all --to COLOUR [the same options]\n"
+    "  promote SERVICE                            end the bake window, keep the switch\n"
+    "  abort SERVICE                              end the bake window, roll back (\"aborted\")\n"
     "  rollback SERVICE | rollback --all          (alias: undo)\n"
     "  canary SERVICE --to COLOUR --percent P\n"
     "  segment SERVICE add|remove CIDR --to COLOUR\n"
     "  pool SERVICE COLOUR add|remove|set-weight ADDR... [--weight W] [--mac MAC]\n"
+    "  backend SERVICE [ADDR]                     backends with health, last check, latency\n"
     "  backend SERVICE ADDR state ready|drain|maint\n"
     "  wait-drained SERVICE COLOUR [--timeout D]\n"
     "  flows SERVICE [--colour C] [--backend ADDR] [--limit N]\n"
@@ -325,12 +328,49 @@ void drain_args(const parsed& p, json& a) {
   }
 }
 
+void add_health_options(po::options_description& o) {
+  o.add_options()("bake", po::value<std::string>(), "watch the new colour this long (e.g. 60s); status shows the window")
+      ("auto-rollback", po::bool_switch(), "roll back by itself if the new colour turns unhealthy during --bake")
+      ("min-healthy", po::value<std::string>(), "with --auto-rollback: healthy share below which to roll back, 0..1 (default: the service's health.bake_min_healthy)")
+      ("force", po::bool_switch(), "switch even when the target colour has fewer healthy backends than health.min_healthy_to_switch");
+}
+
+void health_args(const parsed& p, json& a) {
+  if (auto v = opt(p, "bake"); !v.empty()) {
+    duration_arg("--bake", v);
+    if (*tandem::config::parse_duration_ms(v) == 0) usage_error("--bake: must be more than 0");
+    a["bake"] = v;
+  }
+  if (p.vm["auto-rollback"].as<bool>()) {
+    if (!a.contains("bake")) usage_error("--auto-rollback: needs --bake D (the window to watch)");
+    a["auto_rollback"] = true;
+  }
+  if (p.vm.count("min-healthy")) {
+    const std::string text = opt(p, "min-healthy");
+    if (!a.contains("auto_rollback")) usage_error("--min-healthy: only with --auto-rollback");
+    double v = -1;
+    size_t used = 0;
+    try {
+      v = std::stod(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != text.size() || !(v >= 0 && v <= 1))
+      usage_error("--min-healthy: '" + text + "' is not a share between 0 and 1 (e.g. 0.8)");
+    a["min_healthy"] = v;
+  }
+  if (p.vm["force"].as<bool>()) a["force"] = true;
+}
+
 int cmd_switch(global_options& g, const std::vector<std::string>& args) {
-  const std::string syn = "switch SERVICE --to COLOUR [drain options] | switch --all --to COLOUR";
+  const std::string syn =
+      "switch SERVICE --to COLOUR [drain options] [--bake D [--auto-rollback [--min-healthy S]]] "
+      "[--force] | switch --all --to COLOUR [options]";
   po::options_description o("switch options");
   o.add_options()("to", po::value<std::string>(), "blue or green (required)")
       ("all", po::bool_switch(), "every service");
   add_drain_options(o);
+  add_health_options(o);
   parsed p = parse_command("switch", args, o, syn, g);
   const bool all = p.vm["all"].as<bool>();
   expect_positional(p, "switch", all ? 0 : 1, all ? 0 : 1, syn);
@@ -340,7 +380,15 @@ int cmd_switch(global_options& g, const std::vector<std::string>& args) {
   else a["service"] = p.positional[0];
   a["to"] = colour_arg("--to", opt(p, "to"));
   drain_args(p, a);
+  health_args(p, a);
   return send_one(g, "switch", a);
+}
+
+int bake_command(global_options& g, const std::vector<std::string>& args, const std::string& name) {
+  const std::string syn = name + " SERVICE";
+  parsed p = parse_command(name, args, po::options_description(name + " options"), syn, g);
+  expect_positional(p, name, 1, 1, syn);
+  return send_one(g, name, {{"service", p.positional[0]}});
 }
 
 int cmd_rollback(global_options& g, const std::vector<std::string>& args) {
@@ -423,8 +471,36 @@ int cmd_pool(global_options& g, const std::vector<std::string>& args) {
 }
 
 int cmd_backend(global_options& g, const std::vector<std::string>& args) {
-  const std::string syn = "backend SERVICE ADDR state ready|drain|maint";
+  const std::string syn = "backend SERVICE [ADDR] | backend SERVICE ADDR state ready|drain|maint";
   parsed p = parse_command("backend", args, po::options_description("backend options"), syn, g);
+  if (p.positional.size() == 1 || p.positional.size() == 2) {
+    // Show: the service's backends (or one) with admin state, health, last check and latency.
+    const std::string service = p.positional[0];
+    const std::string only = p.positional.size() == 2 ? address_arg("ADDR", p.positional[1]) : "";
+    connection c(g.socket, g.timeout_ms);
+    const json response = c.call("status", {{"service", service}});
+    if (!response.value("ok", false)) return report(g, "status", response);
+    bool found = false;
+    const std::string text = tandem::cli::format_backends(response["result"], service, only, found);
+    if (!only.empty() && !found)
+      throw exit_now{1, "tandemctl: service " + service + ": no backend " + only};
+    if (g.json) {
+      json list = json::array();
+      for (const json& s : response["result"].value("services", json::array()))
+        for (const char* col : {"blue", "green"})
+          for (json b : s["colours"][col].value("backends", json::array())) {
+            const auto want = tandem::parse_ip_address(only);
+            const auto have = tandem::parse_ip_address(b.value("address", ""));
+            if (!only.empty() && !(want && have && *want == *have)) continue;
+            b["colour"] = col;
+            list.push_back(b);
+          }
+      std::cout << json{{"service", service}, {"backends", list}}.dump(2) << "\n";
+    } else {
+      std::cout << text;
+    }
+    return 0;
+  }
   expect_positional(p, "backend", 4, 4, syn);
   if (p.positional[2] != "state")
     usage_error("backend: expected the word 'state', got '" + p.positional[2] + "'\nusage: tandemctl " + syn);
@@ -533,6 +609,8 @@ const std::map<std::string, command_fn>& command_table() {
       {"status", cmd_status},
       {"switch", cmd_switch},
       {"rollback", cmd_rollback},
+      {"promote", [](global_options& g, const std::vector<std::string>& a) { return bake_command(g, a, "promote"); }},
+      {"abort", [](global_options& g, const std::vector<std::string>& a) { return bake_command(g, a, "abort"); }},
       {"undo", cmd_rollback},
       {"canary", cmd_canary},
       {"segment", cmd_segment},

@@ -21,6 +21,9 @@
 #include "control/config.h"
 #include "control/control_server.h"
 #include "control/controller.h"
+#include "control/health_checker.h"
+#include "control/hooks.h"
+#include "control/metrics.h"
 #include "dataplane/clock.h"
 #include "dataplane/generation_publisher.h"
 #include "dataplane/port_setup.h"
@@ -152,11 +155,29 @@ int main(int argc, char** argv) {
       worker_views.push_back(pool_of_workers.back().get());
     }
 
+    // Health checks, hooks and the metrics endpoint run on threads of their own; the control
+    // thread only hands them work and takes results, never waiting on a backend or a scraper.
+    health_checker checker;
+    hook_runner hooks;
+    metrics_exchange metrics;
     controller ctl(*cfg, publisher, worker_views, clock);
+    ctl.attach_hooks(&hooks);
+    ctl.attach_metrics(&metrics);
     if (auto st = ctl.start(); !st) {
       std::cerr << "tandemd: " << st.error_message() << "\n";
       return 1;
     }
+    ctl.attach_health_checker(&checker);
+    std::vector<const worker*> metric_workers(worker_views.begin(), worker_views.end());
+    metrics_server metrics_http(metrics, metric_workers, clock);
+    if (cfg->metrics.enabled) {
+      if (auto st = metrics_http.open(cfg->metrics.address, cfg->metrics.port); !st) {
+        std::cerr << "tandemd: " << st.error_message() << "\n";
+        return 1;
+      }
+    }
+    checker.start();
+    hooks.start();
     control_server server(ctl, cfg->socket);
     if (auto st = server.open(); !st) {
       std::cerr << "tandemd: " << st.error_message() << "\n";
@@ -172,12 +193,23 @@ int main(int argc, char** argv) {
     }
     spdlog::info("tandemd running: {} worker(s), {} port(s), {} service(s), control socket {}",
                  workers, layout->port_ids.size(), cfg->services.size(), cfg->socket.path);
+    if (cfg->metrics.enabled) {
+      metrics_http.start();
+      spdlog::info("metrics: http://{}:{}/metrics",
+                   cfg->metrics.address.is_v4() ? to_string(cfg->metrics.address)
+                                                 : "[" + to_string(cfg->metrics.address) + "]",
+                   metrics_http.port());
+    }
 
     while (!stop_requested) {
       server.poll_once(100);
       ctl.tick();
     }
     spdlog::info("tandemd stopping");
+    metrics_http.stop();  // it reads worker counters: stop it before the workers go
+    checker.stop();
+    hooks.wait_idle(2000);  // let a hook of the last events finish, briefly
+    hooks.stop();
     rte_eal_mp_wait_lcore();
     server.close();
     stop_ports(*layout);

@@ -74,8 +74,12 @@ def ensure_pcap(gen_pcap, path, sc):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def eal_common(prefix, mem_mb, vdev):
-    return ["-l", "0-1", "--no-huge", "-m", str(mem_mb), "--no-pci", "--file-prefix", prefix,
+HUGE = False  # --huge: EAL memory from hugetlbfs (2 MiB pages) instead of --no-huge
+
+
+def eal_common(prefix, mem_mb, vdev, lcores=("-l", "0-1")):
+    mem = ["--huge-dir", HUGE, "--huge-unlink"] if HUGE else ["--no-huge"]
+    return list(lcores) + mem + ["-m", str(mem_mb), "--no-pci", "--file-prefix", prefix,
             "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error", "--vdev", vdev]
 
 
@@ -134,7 +138,7 @@ def run_testpmd(args, sc, mode, rep):
                 # Skip the first two periods: start-up and the pcap load.
                 samples.append((time.monotonic(), rx_packets, thread_cpu_ns(proc.pid, "rte-worker-1")))
                 pps.append(int(m.group(1)))
-                if len(pps) >= args.seconds + 2:
+                if len(pps) >= max(args.seconds, 2) + 2:
                     break
     finally:
         proc.send_signal(signal.SIGINT)
@@ -147,35 +151,42 @@ def run_testpmd(args, sc, mode, rep):
         sys.stderr.write("".join(log[-30:]))
         raise RuntimeError(f"testpmd {mode}: no throughput samples")
     wall = [p / 1e6 for p in pps[2:]]
+    # On-CPU rate over the whole measured window (first to last sample): the samples are taken
+    # when testpmd's lines arrive, so per-interval figures would carry the pipe's jitter.
     cpu_rates, cycles = [], []
-    for a, b in zip(samples[2:], samples[3:]):
-        if a[2] is None or b[2] is None or b[2] == a[2]:
-            continue
-        pk = b[1] - a[1]
+    a, b = samples[2], samples[-1]
+    if a[2] is not None and b[2] is not None and b[2] > a[2] and b[1] > a[1]:
         cpu_s = (b[2] - a[2]) / 1e9
-        cpu_rates.append(pk / cpu_s / 1e6)
-        cycles.append(cpu_s * args.tsc_hz / pk if pk else 0)
+        cpu_rates.append((b[1] - a[1]) / cpu_s / 1e6)
+        cycles.append(cpu_s * args.tsc_hz / (b[1] - a[1]))
     return {"mpps_wall": statistics.median(wall),
             "mpps_cpu": statistics.median(cpu_rates) if cpu_rates else 0.0,
             "cycles_per_packet": statistics.median(cycles) if cycles else 0.0}
 
 
-def run_bench(args, sc, mode, rep):
+def run_bench(args, sc, mode, rep, binary=None, extra=(), workers=1):
     pcap = sc.pcap(args.out_dir)
-    mem, mbufs = memory_mb(sc.flows, sc.table)
+    mem, mbufs = memory_mb(sc.flows * workers, sc.table * workers)
     prefix = f"tandem_perf_bw_{os.getpid()}_{rep}"
-    if mode == "pcap":
+    lcores = ("-l", "0-1")
+    if workers == 2:
+        # Two queues (each replays the pcap), a worker on each core; the main lcore, which only
+        # samples counters, shares core 0.
+        vdev = f"net_pcap0,rx_pcap={pcap},rx_pcap={pcap},infinite_rx=1"
+        own = ["--mbufs", str(mbufs), "--workers", "2"]
+        lcores = ("--lcores", "0@0,1@0,2@1")
+    elif mode == "pcap":
         vdev = f"net_pcap0,rx_pcap={pcap},infinite_rx=1"
         own = ["--mbufs", str(mbufs)]
     else:
         vdev = "net_null0"
         own = ["--mode", "replay", "--replay-pcap", pcap]
     # Warm-up: one full pass, so the table holds the steady state before measuring.
-    cmd = ([args.bench_worker] + eal_common(prefix, mem, vdev)
+    cmd = ([binary or args.bench_worker] + eal_common(prefix, mem, vdev, lcores)
            + ["--", "--config", args.config, "--flow-table-size", str(sc.table),
               "--data-room", str(MBUF_DATA_ROOM), "--seconds", str(args.seconds),
-              "--interval-ms", str(args.interval_ms), "--warmup-packets", str(sc.flows),
-              "--min-forwarded", "0.99"] + own)
+              "--interval-ms", str(args.interval_ms), "--warmup-packets", str(sc.flows * workers),
+              "--min-forwarded", "0.99"] + own + args.bench_args.split() + list(extra))
     if args.verbose:
         print("  $", " ".join(cmd), flush=True)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -206,15 +217,32 @@ def main():
     ap.add_argument("--replay", action="store_true", help="also run bench_worker --mode replay")
     ap.add_argument("--out-dir", default="/tmp/tandem-perf", help="where pcaps are cached")
     ap.add_argument("--testpmd", default="dpdk-testpmd")
+    ap.add_argument("--bench-args", default="", help="extra bench_worker options, e.g. '--scan-budget 16'")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=BUILD[:ARGS]",
+                    help="also run BUILD/perf/bench_worker (pcap mode) in every rep as tandem-NAME, "
+                         "with extra bench_worker ARGS (e.g. a patched tree, or a different option)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="also run 2 workers on 2 queues (one per core) and report the ratio to one")
+    ap.add_argument("--huge", metavar="DIR", default="",
+                    help="use hugepages from this hugetlbfs mount (e.g. /dev/hugepages) for every "
+                         "program instead of --no-huge; reserve enough first (vm.nr_hugepages)")
     ap.add_argument("--json", help="write all results to this file")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
+    global HUGE
+    HUGE = args.huge or False
     args.gen_pcap = os.path.join(args.build, "perf", "gen_pcap")
     args.bench_worker = os.path.join(args.build, "perf", "bench_worker")
     args.tsc_hz = 0
     os.makedirs(args.out_dir, exist_ok=True)
     baselines = [b for b in args.baselines.split(",") if b]
-    runs = baselines + ["tandem"] + (["tandem-replay"] if args.replay else [])
+    compares = []
+    for c in args.compare:
+        name, rest = c.split("=", 1)
+        build, _, extra = rest.partition(":")
+        compares.append(("tandem-" + name, os.path.join(build or args.build, "perf", "bench_worker"), extra.split()))
+    runs = (baselines + ["tandem"] + (["tandem-replay"] if args.replay else [])
+            + (["tandem-2workers"] if args.scaling else []) + [c[0] for c in compares])
 
     all_results = {}
     for spec in args.scenarios.split(","):
@@ -229,12 +257,19 @@ def main():
             per["tandem"].append(res)
             if args.replay:
                 per["tandem-replay"].append(run_bench(args, sc, "replay", rep))
+            if args.scaling:
+                per["tandem-2workers"].append(run_bench(args, sc, "pcap", rep, workers=2))
+            for name, binary, extra in compares:
+                per[name].append(run_bench(args, sc, "pcap", rep, binary, extra))
             for b in baselines:
                 tp = run_testpmd(args, sc, b, rep)
                 per[b].append(tp)
-                # Ratio within the repetition (same minute, same load), on-CPU rates.
-                if tp["mpps_cpu"] > 0:
+                # Ratio within the repetition (same minute, same load), on-CPU rates
+                # (wall-clock rates if the thread's CPU time could not be read).
+                if tp["mpps_cpu"] > 0 and res["mpps_cpu"] > 0:
                     ratios[b].append(res["mpps_cpu"] / tp["mpps_cpu"])
+                elif tp["mpps_wall"] > 0:
+                    ratios[b].append(res["mpps_wall"] / tp["mpps_wall"])
             line = " | ".join(f"{r} {per[r][-1]['mpps_wall']:.2f}/{per[r][-1]['mpps_cpu']:.2f}" for r in runs)
             print(f"  rep {rep + 1}: Mpps wall/on-CPU: {line}", flush=True)
         summary = {}
@@ -244,8 +279,15 @@ def main():
         t = per["tandem"][-1]
         for r in runs:
             s = summary[r]
-            print(f"  {r:14s} {s['mpps_wall']:7.2f} Mpps wall  {s['mpps_cpu']:7.2f} Mpps on-CPU  "
+            print(f"  {r:16s} {s['mpps_wall']:7.2f} Mpps wall  {s['mpps_cpu']:7.2f} Mpps on-CPU  "
                   f"{s['cycles_per_packet']:7.1f} cycles/packet")
+        if args.scaling:
+            sc_ratios = [b["mpps_cpu"] / a["mpps_cpu"] for a, b in zip(per["tandem"], per["tandem-2workers"]) if a["mpps_cpu"]]
+            print(f"  2 workers / 1 worker: {statistics.median(sc_ratios):.2f} (on-CPU rates; the 2-worker "
+                  f"figure is the sum of each worker's packets per on-CPU second)")
+        for name, _, _ in compares:
+            cr = [b["mpps_cpu"] / a["mpps_cpu"] for a, b in zip(per["tandem"], per[name]) if a["mpps_cpu"]]
+            print(f"  {name} / tandem: {statistics.median(cr):.3f} (median of per-rep on-CPU ratios)")
         for b in baselines:
             print(f"  tandem / testpmd {b}: {statistics.median(ratios[b]):.2f} (median of per-rep on-CPU ratios)")
         print(f"  table: {t['flows_in_table']} flows in {t['table_capacity']} slots "

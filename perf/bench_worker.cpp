@@ -58,6 +58,7 @@ struct options {
   double warmup_max_seconds = 120.0;
   uint32_t workers = 1;
   double min_forwarded = 0.0;  // fail (exit 3) when forwarded/received is below this
+  uint32_t scan_budget = worker_options{}.scan_budget;  // flow-table slots scanned per loop
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -66,7 +67,7 @@ struct options {
                "usage: bench_worker [EAL options] -- --config FILE [--mode pcap|replay]\n"
                "  [--replay-pcap FILE] [--flow-table-size N] [--mbufs N] [--data-room BYTES]\n"
                "  [--seconds S] [--interval-ms MS] [--warmup-packets N] [--warmup-max-seconds S]\n"
-               "  [--workers N] [--min-forwarded FRACTION]\n",
+               "  [--workers N] [--min-forwarded FRACTION] [--scan-budget SLOTS]\n",
                why.c_str());
   std::exit(2);
 }
@@ -90,6 +91,7 @@ options parse(const std::vector<std::string>& a) {
     else if (a[i] == "--warmup-max-seconds") o.warmup_max_seconds = std::stod(v());
     else if (a[i] == "--workers") o.workers = static_cast<uint32_t>(std::stoul(v()));
     else if (a[i] == "--min-forwarded") o.min_forwarded = std::stod(v());
+    else if (a[i] == "--scan-budget") o.scan_budget = static_cast<uint32_t>(std::stoul(v()));
     else usage("unknown option " + a[i]);
   }
   if (o.config.empty()) usage("--config is required");
@@ -250,6 +252,7 @@ int run(const options& o, const config::daemon_config& cfg_in) {
     }
     wo.flow_table_size = cfg->flow_table_size;
     wo.reset_pool = pool;
+    wo.scan_budget = o.scan_budget;
     auto s = std::make_unique<worker_slot>();
     s->w = std::make_unique<worker>(wo, publisher, clock);
     slots.push_back(std::move(s));

@@ -278,12 +278,10 @@ int main(int argc, char** argv) {
         *where = backend;
         ++conns_seen;
         ++per_colour_new[f[4]];
-        // The first connection after a command that lands on that command's colour.
-        for (auto it = commands.rbegin(); it != commands.rend(); ++it) {
-          if (it->first_new_tsc == 0 && it->to_colour == f[4] && it->start_tsc <= now)
-            it->first_new_tsc = now;
-          break;  // only the latest command is waiting for its colour
-        }
+        // The first connection after a command that lands on that command's colour (commands
+        // may overlap when one is slow; each waits for its own colour).
+        for (auto& c : commands)
+          if (c.first_new_tsc == 0 && c.to_colour == f[4] && c.start_tsc <= now) c.first_new_tsc = now;
       } else if (*where != backend) {
         ++changes;
       }

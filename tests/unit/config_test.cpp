@@ -228,7 +228,7 @@ TEST(ConfigLoad, ErrorsCarryTheFilePath) {
             path.string() +
                 ":5: services[0].protcol: unknown key 'protcol' (allowed: name, vip, "
                 "protocol, port, forwarding, maglev_size, active, canary, segments, "
-                "preview, drain, pools); did you mean 'protocol'?");
+                "preview, drain, pools, health); did you mean 'protocol'?");
 }
 
 TEST(ConfigLoad, GoodFixtureParses) {
@@ -327,7 +327,8 @@ TEST(ConfigDefaults, RequiredKeysAreReportedAtTheEntry) {
 
 TEST(ConfigKeys, UnknownTopLevelKeyListsAllowedOnes) {
   EXPECT_EQ(errors_of("dataplane: {}\nservice: []\n"),
-            "t.yaml:2: service: unknown key 'service' (allowed: dataplane, control, services); "
+            "t.yaml:2: service: unknown key 'service' (allowed: dataplane, control, metrics, "
+            "hooks, services); "
             "did you mean 'services'?");
 }
 
