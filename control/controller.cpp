@@ -214,7 +214,8 @@ result<json> controller::switch_to(const std::string& name, const switch_options
   std::string change = name + ": active " + colour_name(from) + " -> " + colour_name(opts.to);
   if (!opts.reason.empty()) change += " (" + opts.reason + ")";
   std::string command = "switch " + name + " --to " + colour_name(opts.to);
-  if (opts.trigger == "auto") command = "auto-rollback " + name;
+  if (opts.trigger == "manual") command = "rollback " + name;
+  else if (opts.trigger == "auto") command = "auto-rollback " + name;
   else if (opts.trigger == "abort") command = "abort " + name;
   auto committed = commit(next, std::move(st), who, command, change);
   if (!committed) {
@@ -502,8 +503,16 @@ json controller::diff(const config::daemon_config& desired) const {
   return changes;
 }
 
-result<json> controller::apply(const config::daemon_config& desired, bool dry_run,
+result<json> controller::apply(const config::daemon_config& file_config, bool dry_run,
                                const actor& who) {
+  // Settings tandemd's command line overrode at start keep their running values when the file
+  // still says what it said then (the file is not wrong, the daemon was told otherwise).
+  config::daemon_config desired = file_config;
+  if (startup_file_) {
+    if (desired.socket == startup_file_->socket) desired.socket = running_.socket;
+    if (desired.flow_table_size == startup_file_->flow_table_size)
+      desired.flow_table_size = running_.flow_table_size;
+  }
   // What a running daemon cannot change: say so instead of half-applying.
   if (desired.flow_table_size != running_.flow_table_size)
     return make_error("dataplane.flow_table_size: cannot change while tandemd runs (restart it)");

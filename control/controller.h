@@ -145,6 +145,9 @@ class controller {
   int64_t live_flows(uint16_t service_id, colour c) const;
 
   void set_history_file(std::string path) { history_file_ = std::move(path); }
+  // The config file as read at start, before command-line overrides (--socket,
+  // --flow-table-size): `apply` of that same file must not count the overrides as changes.
+  void set_startup_file_config(config::daemon_config file) { startup_file_ = std::move(file); }
 
   // --- health, bake windows, hooks, metrics (controller_health.cpp) -------------------------
   // Ends a bake window early keeping the switch / rolls it back with reason "aborted".
@@ -198,6 +201,7 @@ class controller {
   std::map<std::string, colour> previous_active_;     // for rollback
   std::map<std::string, drain_state> drains_;         // by service name
   std::deque<history_entry> history_;
+  std::optional<config::daemon_config> startup_file_;
   std::string history_file_;
   std::vector<uint64_t> publish_latency_us_;          // recent publish waits, for stats
   // Health, bakes, hooks, metrics.

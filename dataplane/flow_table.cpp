@@ -106,6 +106,18 @@ void flow_table::prefetch(uint32_t hash) const {
   rte_prefetch0(&sigs_[bucket_b(hash)]);
 }
 
+void flow_table::prefetch_entries(uint32_t hash) const {
+  const uint16_t sig = signature(hash);
+  const uint32_t ba = bucket_a(hash);
+  const uint32_t bb = ba ^ alt_offset(sig, mask_);
+  // The entry whose signature matches is almost always the flow: fetch its line now, so the
+  // key compare in lookup() does not wait for memory.
+  if (const uint32_t m = match_mask(sigs_[ba].sig, sig); m != 0)
+    rte_prefetch0(&entries_[size_t{ba} * bucket_entries + static_cast<uint32_t>(std::countr_zero(m))]);
+  if (const uint32_t m = match_mask(sigs_[bb].sig, sig); m != 0)
+    rte_prefetch0(&entries_[size_t{bb} * bucket_entries + static_cast<uint32_t>(std::countr_zero(m))]);
+}
+
 flow_entry* flow_table::find_in(uint32_t bucket, uint16_t sig, const flow_key& key) {
   flow_entry* base = &entries_[size_t{bucket} * bucket_entries];
   for (uint32_t m = match_mask(sigs_[bucket].sig, sig); m != 0; m &= m - 1) {

@@ -95,6 +95,8 @@ class flow_table {
 
   // Prefetches the two candidate buckets' signature lines for a later lookup of `hash`.
   void prefetch(uint32_t hash) const;
+  // Second stage, once the signature lines are in cache: prefetches the matching entries.
+  void prefetch_entries(uint32_t hash) const;
 
   // Live entry for `key`, or nullptr. An entry found expired counts as absent; it stays in place
   // (the caller or the scanner removes it through remove()/expire_step(), which report it).

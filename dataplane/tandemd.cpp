@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
     std::cerr << cfg.error_message() << "\n";
     return 1;
   }
+  const config::daemon_config file_config = *cfg;
   if (!opt.socket_override.empty()) cfg->socket.path = opt.socket_override;
   if (opt.flow_table_size != 0) cfg->flow_table_size = opt.flow_table_size;
   if (eal_args.size() == 1)
@@ -161,6 +162,7 @@ int main(int argc, char** argv) {
     hook_runner hooks;
     metrics_exchange metrics;
     controller ctl(*cfg, publisher, worker_views, clock);
+    ctl.set_startup_file_config(file_config);
     ctl.attach_hooks(&hooks);
     ctl.attach_metrics(&metrics);
     if (auto st = ctl.start(); !st) {

@@ -226,6 +226,9 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
     break;
   }
 
+  for (uint16_t i = 0; i < n; ++i)
+    if (pkts[i] != nullptr) flows_.prefetch_entries(hashes[i]);
+
   // Pass 2: flow lookup, choice, rewrite.
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];

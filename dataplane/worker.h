@@ -32,7 +32,7 @@ struct worker_options {
   uint32_t index = 0;                  // worker number; also its RCU thread id
   std::vector<worker_port> ports;
   size_t flow_table_size = 1u << 20;
-  uint32_t scan_budget = 128;          // flow-table slots examined per loop for expiry/flushes
+  uint32_t scan_budget = 32;           // flow-table slots examined per loop for expiry/flushes
   rte_mempool* reset_pool = nullptr;   // mbufs for drain resets (nullptr: resets become expiry)
 };
 

@@ -27,7 +27,7 @@
 #include "tests/support/dataplane_harness.h"
 #include "tests/support/eal_fixture.h"
 #include "tests/support/packet_builder.h"
-#include "tests/support_health.h"
+#include "tests/support/health_server.h"
 
 namespace tandem::test {
 namespace {

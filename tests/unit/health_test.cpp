@@ -27,7 +27,7 @@
 #include "dataplane/clock.h"
 #include "dataplane/generation_publisher.h"
 #include "tests/support/eal_fixture.h"
-#include "tests/support_health.h"
+#include "tests/support/health_server.h"
 
 namespace tandem {
 namespace {
