@@ -1,4 +1,5 @@
 #include "control/controller.h"
+#include "control/iso_time.h"
 
 #include <spdlog/spdlog.h>
 
@@ -16,15 +17,6 @@ namespace tandem {
 namespace {
 
 using nlohmann::json;
-
-std::string iso_time(std::chrono::system_clock::time_point t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 const char* drain_action_name(drain_action a) {
   switch (a) {

@@ -10,20 +10,12 @@
 #include <set>
 
 #include "control/controller.h"
+#include "control/iso_time.h"
 
 namespace tandem {
 namespace {
 
 using nlohmann::json;
-
-std::string iso_now(std::chrono::system_clock::time_point t) {
-  const std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string share_text(uint32_t bp) {  // 8000 -> "0.8"
   char buf[32];
@@ -299,7 +291,7 @@ void controller::tick_bakes() {
       b.state = "promoted";
       b.reason = "bake window of " + seconds_text(b.window_ms) + " passed";
       b.ended_ms = now;
-      record({iso_now(std::chrono::system_clock::now()), actor{}, "promote " + n,
+      record({iso_time(std::chrono::system_clock::now()), actor{}, "promote " + n,
               n + ": " + colour_name(b.target) + " promoted (" + b.reason + ")",
               generation_number()});
       emit("promote", {{"service", n}, {"colour", colour_name(b.target)}, {"reason", b.reason}});
@@ -318,7 +310,7 @@ result<nlohmann::json> controller::promote(const std::string& name, const actor&
   b.state = "promoted";
   b.reason = "promoted by " + who.describe();
   b.ended_ms = now;
-  record({iso_now(std::chrono::system_clock::now()), who, "promote " + name,
+  record({iso_time(std::chrono::system_clock::now()), who, "promote " + name,
           name + ": " + colour_name(b.target) + " promoted after " +
               seconds_text(static_cast<uint32_t>(std::max(0, ms_since(now, b.started_ms)))) +
               " of a " + seconds_text(b.window_ms) + " bake",
@@ -351,7 +343,7 @@ result<nlohmann::json> controller::abort_bake(const std::string& name, const act
 // --- hooks, status, metrics ----------------------------------------------------------------------
 
 void controller::emit(const std::string& event, nlohmann::json body) {
-  body["time"] = iso_now(std::chrono::system_clock::now());
+  body["time"] = iso_time(std::chrono::system_clock::now());
   if (!body.contains("generation")) body["generation"] = generation_number();
   if (hooks_) hooks_->post(running_.hooks, event, std::move(body));
 }
@@ -367,7 +359,7 @@ nlohmann::json controller::backend_health_json(uint32_t id, bool checked) const 
   return {{"state", health_state_name(h.state)},
           {"last_result", h.checked ? json(h.last_result) : json(nullptr)},
           {"latency_ms", h.checked ? json(h.latency_us / 1000.0) : json(nullptr)},
-          {"checked_at", h.checked ? json(iso_now(h.checked_at)) : json(nullptr)},
+          {"checked_at", h.checked ? json(iso_time(h.checked_at)) : json(nullptr)},
           {"checks_ok", h.checks_ok},
           {"checks_failed", h.checks_failed}};
 }
@@ -384,7 +376,7 @@ nlohmann::json controller::bake_json(const std::string& name) const {
           {"window_s", b.window_ms / 1000.0},
           {"min_healthy", b.min_healthy_bp / 10000.0},
           {"auto_rollback", b.auto_rollback},
-          {"started", iso_now(b.started_wall)},
+          {"started", iso_time(b.started_wall)},
           {"reason", b.reason.empty() ? json(nullptr) : json(b.reason)}};
 }
 
