@@ -41,7 +41,7 @@ class dataplane_harness {
   rte_mempool* pool() const { return pool_; }
   // Polls (up to timeout_ms) until pred() holds; returns pred().
   template <typename P>
-  bool wait_for(P pred, uint32_t timeout_ms = 5000);
+  bool wait_for(P pred, uint32_t timeout_ms = 20000);  // generous: CI machines can be busy
 
  private:
   static int worker_main(void* self);
