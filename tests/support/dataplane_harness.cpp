@@ -103,8 +103,11 @@ std::vector<std::vector<uint8_t>> dataplane_harness::exchange(
   };
   size_t next = 0;
   while (next < frames.size()) {
-    // Keep at most ~1000 frames in flight so neither ring overflows.
-    while (next < frames.size() && sent_ - read_counter(worker_->counters().rx_packets) < 1000) {
+    // Keep at most ~1000 frames in flight and drain the TX ring after every 256 enqueued, so
+    // neither ring overflows however fast the worker keeps up.
+    for (size_t batch = 0; batch < 256 && next < frames.size() &&
+                           sent_ - read_counter(worker_->counters().rx_packets) < 1000;
+         ++batch) {
       rte_mbuf* m = to_mbuf(pool_, frames[next]);
       if (m == nullptr) break;
       if (rte_ring_enqueue(rx_, m) != 0) {
