@@ -44,6 +44,15 @@ def give_lb_an_address(env):
                         LB_MAC, "dev", "eth0", "nud", "permanent"], check=True)
 
 
+def all_backends_up(env, timeout=20):
+    """Gives the lb an address and waits until every backend is healthy; records a failure
+    (and returns False) when they are not within `timeout` seconds."""
+    give_lb_an_address(env)
+    up = wait_for(lambda: set(health_states(env).values()) == {"up"}, timeout, step=0.2)
+    return env.failures.check(
+        up, f"backends not all up {timeout} s after the lb got an address: {health_states(env)}")
+
+
 def health_states(env, service="web"):
     """{(colour, address): state} from tandemctl status."""
     st = env.service_status(service)

@@ -25,9 +25,7 @@ def main():
     env = Env("health-kill-backend", cfg)
     with env:
         f, d, s = env.failures, env.driver, env.summary
-        hc.give_lb_an_address(env)
-        all_up = hc.wait_for(lambda: set(hc.health_states(env).values()) == {"up"}, 20, step=0.2)
-        if not f.check(all_up, f"backends not all up 20 s after the lb got an address: {hc.health_states(env)}"):
+        if not hc.all_backends_up(env):
             return env.finish()
 
         r = d.cmd(cmd="open", count=OLD, tag="old")

@@ -1,6 +1,7 @@
 #include "tests/support/packet_builder.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -147,6 +148,12 @@ std::vector<uint8_t> build_frame(const frame_spec& s) {
   f.insert(f.end(), l4.begin(), l4.end());
   if (f.size() < 60) f.resize(60, 0);  // Ethernet minimum (padding after the IP packet)
   return f;
+}
+
+rte_ether_addr mac(const char* text) {
+  rte_ether_addr a{};
+  if (rte_ether_unformat_addr(text, &a) != 0) ADD_FAILURE() << "bad mac " << text;
+  return a;
 }
 
 rte_mbuf* to_mbuf(rte_mempool* mp, const std::vector<uint8_t>& bytes) {

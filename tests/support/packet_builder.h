@@ -2,9 +2,11 @@
 // correct checksums, so tests can also corrupt them on purpose.
 #pragma once
 
+#include <rte_ether.h>
 #include <rte_mbuf.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,5 +45,14 @@ std::vector<uint8_t> from_mbuf(const rte_mbuf* m);
 uint16_t inet_checksum(const uint8_t* data, size_t len, uint32_t initial = 0);
 
 ip_address addr(const std::string& text);  // aborts on bad text (tests only)
+
+// Owns an mbuf in a test: freed when the test is done with it.
+struct mbuf_deleter {
+  void operator()(rte_mbuf* m) const { rte_pktmbuf_free(m); }
+};
+using mbuf_ptr = std::unique_ptr<rte_mbuf, mbuf_deleter>;
+
+// "02:00:00:00:00:01" -> rte_ether_addr; records a test failure on bad text.
+rte_ether_addr mac(const char* text);
 
 }  // namespace tandem::test

@@ -24,16 +24,8 @@ using test::frame_spec;
 using test::from_mbuf;
 using test::inet_checksum;
 
-struct mbuf_deleter {
-  void operator()(rte_mbuf* m) const { rte_pktmbuf_free(m); }
-};
-using mbuf_ptr = std::unique_ptr<rte_mbuf, mbuf_deleter>;
-
-rte_ether_addr mac(const char* text) {
-  rte_ether_addr a{};
-  if (rte_ether_unformat_addr(text, &a) != 0) ADD_FAILURE() << "bad mac " << text;
-  return a;
-}
+using test::mac;
+using test::mbuf_ptr;
 
 uint16_t get16(const std::vector<uint8_t>& v, size_t off) {
   return static_cast<uint16_t>(v.at(off) << 8 | v.at(off + 1));
