@@ -49,6 +49,20 @@ result<uint16_t> runtime_state::service_id(const std::string& name) {
   return make_error("too many services (at most " + std::to_string(max_services) + ")");
 }
 
+result<uint16_t> runtime_state::vip_id(const ip_address& vip, uint8_t proto) {
+  std::pair<std::array<uint8_t, 16>, uint8_t> key{{}, proto};
+  std::memcpy(key.first.data(), vip.bytes, 16);
+  if (auto it = vip_ids.find(key); it != vip_ids.end()) return it->second;
+  // Flow entries may hold an id long after its VIP left the config, so ids are never reused.
+  if (vips.size() >= max_vips)
+    return make_error("too many distinct VIPs since tandemd started (at most " +
+                      std::to_string(max_vips) + "); restart tandemd");
+  const auto id = static_cast<uint16_t>(vips.size());
+  vips.push_back(vip_key{vip, proto});
+  vip_ids.emplace(key, id);
+  return id;
+}
+
 result<std::unique_ptr<generation>> build_generation(const config::daemon_config& cfg,
                                                      runtime_state& state) {
   auto g = std::make_unique<generation>();
@@ -109,8 +123,14 @@ result<std::unique_ptr<generation>> build_generation(const config::daemon_config
       se.pools[static_cast<size_t>(c)] = cached.table;
     }
     const auto index = static_cast<uint16_t>(g->services.size());
-    g->listeners.push_back(listener{cs.vip, cs.proto, cs.port, index, 0});
-    if (cs.preview) g->listeners.push_back(listener{cs.preview->vip, cs.proto, cs.preview->port, index, 1});
+    auto vid = state.vip_id(cs.vip, cs.proto);
+    if (!vid) return error{vid.error_message()};
+    g->listeners.push_back(listener{cs.vip, cs.proto, cs.port, index, 0, *vid});
+    if (cs.preview) {
+      auto pid = state.vip_id(cs.preview->vip, cs.proto);
+      if (!pid) return error{pid.error_message()};
+      g->listeners.push_back(listener{cs.preview->vip, cs.proto, cs.preview->port, index, 1, *pid});
+    }
     g->services.push_back(std::move(se));
   }
 
@@ -132,6 +152,7 @@ result<std::unique_ptr<generation>> build_generation(const config::daemon_config
     }
     if (auto m = state.last_mac.find(id); m != state.last_mac.end()) bi.mac = to_ether(m->second);
   }
+  g->vips = state.vips;
   state.next_generation++;
   return g;
 }

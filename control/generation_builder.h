@@ -34,6 +34,10 @@ struct runtime_state {
   std::map<std::pair<std::string, colour>, cached_table> tables;
 
   result<uint16_t> service_id(const std::string& name);
+  // Stable id of (vip, proto) for flow entries; never reused while tandemd runs.
+  std::vector<vip_key> vips;
+  std::map<std::pair<std::array<uint8_t, 16>, uint8_t>, uint16_t> vip_ids;
+  result<uint16_t> vip_id(const ip_address& vip, uint8_t proto);
 };
 
 // Builds generation `state.next_generation` (incremented only on success). On error nothing in

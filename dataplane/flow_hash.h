@@ -28,6 +28,11 @@ inline uint32_t hash_flow_key(const flow_key& k, uint32_t seed) {
   return mix32(rte_hash_crc(&k, sizeof k, seed));
 }
 
+// A flow-table entry's own key (drain spread offsets): stable for the life of the flow.
+inline uint32_t hash_flow_key(const stored_flow_key& k, uint32_t seed) {
+  return mix32(rte_hash_crc(&k, sizeof k, seed));
+}
+
 // Cohort of a client for canary splits: depends on the source address only, so every
 // connection of one client lands in the same colour.
 inline uint32_t hash_client(const ip_address& src) {

@@ -23,3 +23,33 @@ struct flow_key {
 static_assert(sizeof(flow_key) == 40);
 
 }  // namespace tandem
+
+namespace tandem {
+
+// What a flow-table entry keeps to identify its flow: the 5-tuple with the VIP address and the
+// protocol replaced by the VIP's stable 16-bit id (generation::vips), so an entry fits in
+// 48 bytes. The id names one (address, protocol) for the daemon's life, so the stored key is
+// as exact as the 5-tuple.
+struct stored_flow_key {
+  ip_address client;
+  uint16_t client_port = 0;  // network byte order
+  uint16_t vip_port = 0;     // network byte order
+  uint16_t vip_id = 0;
+  uint16_t pad = 0;          // always zero: compared as three 64-bit words
+
+  friend bool operator==(const stored_flow_key& a, const stored_flow_key& b) {
+    return std::memcmp(&a, &b, sizeof(stored_flow_key)) == 0;
+  }
+};
+static_assert(sizeof(stored_flow_key) == 24);
+
+inline stored_flow_key make_stored_key(const flow_key& k, uint16_t vip_id) {
+  stored_flow_key s;
+  s.client = k.src;
+  s.client_port = k.src_port;
+  s.vip_port = k.dst_port;
+  s.vip_id = vip_id;
+  return s;
+}
+
+}  // namespace tandem

@@ -18,7 +18,7 @@
 namespace tandem {
 namespace {
 
-static_assert(sizeof(flow_entry) == 64 && alignof(flow_entry) == 64);
+static_assert(sizeof(flow_entry) == 48 && alignof(flow_entry) == 16);
 static_assert(flow_table::bucket_entries == 8, "signature matching assumes 8 slots per bucket");
 
 // Bit i set when sig[i] == s (s == 0 finds the empty slots).
@@ -35,31 +35,36 @@ inline uint32_t match_mask(const uint16_t* sig, uint16_t s) {
 #endif
 }
 
-// Full 40-byte key compare without a data-dependent loop.
-inline bool key_equal(const flow_key& a, const flow_key& b) {
-  uint64_t x[5], y[5];
+// Full 24-byte key compare without a data-dependent loop.
+inline bool key_equal(const stored_flow_key& a, const stored_flow_key& b) {
+  uint64_t x[3], y[3];
   std::memcpy(x, &a, sizeof x);
   std::memcpy(y, &b, sizeof y);
-  return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
+  return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2])) == 0;
 }
-static_assert(sizeof(flow_key) == 5 * sizeof(uint64_t));
+static_assert(sizeof(stored_flow_key) == 3 * sizeof(uint64_t));
 
-constexpr size_t max_buckets = size_t{1} << 28;  // 2^31 entries, 128 GiB: beyond any real table
+// An entry may straddle two cache lines (48-byte entries, 64-byte lines): fetch both.
+inline void prefetch_entry(const flow_entry* e) {
+  rte_prefetch0(e);
+  rte_prefetch0(reinterpret_cast<const unsigned char*>(e) + sizeof(flow_entry) - 1);
+}
+
+constexpr size_t max_buckets = size_t{1} << 28;  // 2^31 entries, 100 GiB: beyond any real table
 
 // Second-hop buckets make_room may inspect per insert. At 1M entries plain 2-choice placement
 // first overflows a bucket at ~70% load; one hop reaches ~91-92%, one hop plus 16 second-hop
 // lines ~94% (each extra line is a cache miss on an insert into two full buckets).
 constexpr uint32_t second_hop_budget = 16;
 
-// XOR distance between a key's two buckets, from its signature alone, so an entry's other bucket
-// is known without its hash: other = bucket ^ alt_offset(sig). Never 0 (the buckets differ).
-inline uint32_t alt_offset(uint16_t sig, uint32_t mask) {
+// The sum of a key's two buckets modulo the bucket count, from its signature alone. Odd, and
+// the bucket count even, so 2a == sum never holds: a key's two buckets always differ.
+inline uint32_t pair_sum(uint16_t sig, uint32_t buckets) {
   uint32_t h = sig * 0x9e3779b1u;
   h ^= h >> 15;
   h *= 0x85ebca6bu;
   h ^= h >> 13;
-  h &= mask;
-  return h | uint32_t{h == 0};
+  return static_cast<uint32_t>((uint64_t{h} * buckets) >> 32) | 1u;
 }
 
 }  // namespace
@@ -67,14 +72,13 @@ inline uint32_t alt_offset(uint16_t sig, uint32_t mask) {
 flow_table::flow_table(size_t capacity, flow_timeouts timeouts) : timeouts_(timeouts) {
   const size_t wanted = capacity / bucket_entries + (capacity % bucket_entries != 0);
   if (wanted > max_buckets) throw std::length_error("flow_table: capacity too large");
-  size_t buckets = 2;
-  while (buckets < wanted) buckets <<= 1;
+  const size_t buckets = wanted < 2 ? 2 : wanted + (wanted & 1);  // even: see pair_sum
   bucket_count_ = static_cast<uint32_t>(buckets);
-  mask_ = bucket_count_ - 1;
 
-  // One zeroed block: the signature lines first (small, hot), then the entries.
-  const size_t sig_bytes = buckets * sizeof(bucket_sigs);
+  // One zeroed block: the signatures first (small, hot), then the entries.
+  const size_t sig_bytes = (buckets * bucket_entries * sizeof(uint16_t) + 63) / 64 * 64;
   const size_t bytes = sig_bytes + buckets * bucket_entries * sizeof(flow_entry);
+  mem_bytes_ = bytes;
   if (rte_lcore_count() > 0) {  // EAL is initialised: use its (hugepage, NUMA-local) heap
     mem_ = rte_zmalloc_socket("flow_table", bytes, RTE_CACHE_LINE_SIZE,
                               static_cast<int>(rte_socket_id()));
@@ -82,11 +86,11 @@ flow_table::flow_table(size_t capacity, flow_timeouts timeouts) : timeouts_(time
     mem_from_rte_ = mem_ != nullptr;
   }
   if (mem_ == nullptr) {
-    mem_ = std::aligned_alloc(64, bytes);  // bytes is a multiple of 64
+    mem_ = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (mem_ == nullptr) throw std::bad_alloc();
     std::memset(mem_, 0, bytes);
   }
-  sigs_ = static_cast<bucket_sigs*>(mem_);
+  sigs_ = static_cast<uint16_t*>(mem_);
   entries_ = reinterpret_cast<flow_entry*>(static_cast<unsigned char*>(mem_) + sig_bytes);
 }
 
@@ -97,37 +101,40 @@ flow_table::~flow_table() {
     std::free(mem_);
 }
 
-uint32_t flow_table::bucket_b(uint32_t hash) const {
-  return bucket_a(hash) ^ alt_offset(signature(hash), mask_);
+uint32_t flow_table::other_bucket(uint32_t bucket, uint16_t sig) const {
+  // a + b == pair_sum (mod buckets): an involution, so b's other bucket is a again.
+  const uint32_t sum = pair_sum(sig, bucket_count_);
+  return sum >= bucket ? sum - bucket : sum + bucket_count_ - bucket;
 }
 
 void flow_table::prefetch(uint32_t hash) const {
-  rte_prefetch0(&sigs_[bucket_a(hash)]);
-  rte_prefetch0(&sigs_[bucket_b(hash)]);
+  const uint32_t ba = bucket_a(hash);
+  rte_prefetch0(sigs_of(ba));
+  rte_prefetch0(sigs_of(other_bucket(ba, signature(hash))));
 }
 
 void flow_table::prefetch_entries(uint32_t hash) const {
   const uint16_t sig = signature(hash);
   const uint32_t ba = bucket_a(hash);
-  const uint32_t bb = ba ^ alt_offset(sig, mask_);
-  // The entry whose signature matches is almost always the flow: fetch its line now, so the
+  const uint32_t bb = other_bucket(ba, sig);
+  // The entry whose signature matches is almost always the flow: fetch its lines now, so the
   // key compare in lookup() does not wait for memory.
-  if (const uint32_t m = match_mask(sigs_[ba].sig, sig); m != 0)
-    rte_prefetch0(&entries_[size_t{ba} * bucket_entries + static_cast<uint32_t>(std::countr_zero(m))]);
-  if (const uint32_t m = match_mask(sigs_[bb].sig, sig); m != 0)
-    rte_prefetch0(&entries_[size_t{bb} * bucket_entries + static_cast<uint32_t>(std::countr_zero(m))]);
+  if (const uint32_t m = match_mask(sigs_of(ba), sig); m != 0)
+    prefetch_entry(&entries_[size_t{ba} * bucket_entries + static_cast<uint32_t>(std::countr_zero(m))]);
+  if (const uint32_t m = match_mask(sigs_of(bb), sig); m != 0)
+    prefetch_entry(&entries_[size_t{bb} * bucket_entries + static_cast<uint32_t>(std::countr_zero(m))]);
 }
 
-flow_entry* flow_table::find_in(uint32_t bucket, uint16_t sig, const flow_key& key) {
+flow_entry* flow_table::find_in(uint32_t bucket, uint16_t sig, const stored_flow_key& key) {
   flow_entry* base = &entries_[size_t{bucket} * bucket_entries];
-  for (uint32_t m = match_mask(sigs_[bucket].sig, sig); m != 0; m &= m - 1) {
+  for (uint32_t m = match_mask(sigs_of(bucket), sig); m != 0; m &= m - 1) {
     flow_entry* e = &base[std::countr_zero(m)];
     if (key_equal(e->key, key)) return e;
   }
   return nullptr;
 }
 
-flow_entry* flow_table::lookup(const flow_key& key, uint32_t hash, uint32_t now_ms) {
+flow_entry* flow_table::lookup(const stored_flow_key& key, uint32_t hash, uint32_t now_ms) {
   const uint16_t sig = signature(hash);
   flow_entry* e = find_in(bucket_a(hash), sig, key);
   if (e == nullptr) e = find_in(bucket_b(hash), sig, key);
@@ -139,7 +146,7 @@ flow_entry* flow_table::lookup(const flow_key& key, uint32_t hash, uint32_t now_
 
 // Three passes per chunk so the misses of different keys overlap: prefetch every signature line,
 // then match signatures and prefetch the first candidate entry of each bucket, then compare keys.
-void flow_table::lookup_bulk(const flow_key* const* keys, const uint32_t* hashes, uint32_t n,
+void flow_table::lookup_bulk(const stored_flow_key* const* keys, const uint32_t* hashes, uint32_t n,
                              uint32_t now_ms, flow_entry** out) {
   constexpr uint32_t chunk = 32;
   uint32_t match[chunk][2];
@@ -151,14 +158,14 @@ void flow_table::lookup_bulk(const flow_key* const* keys, const uint32_t* hashes
       const uint16_t sig = signature(hs[i]);
       const uint32_t bk[2] = {bucket_a(hs[i]), bucket_b(hs[i])};
       for (uint32_t c = 0; c < 2; ++c) {
-        match[i][c] = match_mask(sigs_[bk[c]].sig, sig);
+        match[i][c] = match_mask(sigs_of(bk[c]), sig);
         if (match[i][c] != 0)
-          rte_prefetch0(&entries_[size_t{bk[c]} * bucket_entries +
-                                  static_cast<uint32_t>(std::countr_zero(match[i][c]))]);
+          prefetch_entry(&entries_[size_t{bk[c]} * bucket_entries +
+                                   static_cast<uint32_t>(std::countr_zero(match[i][c]))]);
       }
     }
     for (uint32_t i = 0; i < m; ++i) {
-      const flow_key& key = *keys[base + i];
+      const stored_flow_key& key = *keys[base + i];
       const uint32_t bk[2] = {bucket_a(hs[i]), bucket_b(hs[i])};
       flow_entry* found = nullptr;
       for (uint32_t c = 0; c < 2 && found == nullptr; ++c) {
@@ -179,7 +186,7 @@ void flow_table::lookup_bulk(const flow_key* const* keys, const uint32_t* hashes
   }
 }
 
-flow_table::insert_result flow_table::insert(const flow_key& key, uint32_t hash,
+flow_table::insert_result flow_table::insert(const stored_flow_key& key, uint32_t hash,
                                              uint32_t now_ms) {
   insert_result r;
   const uint32_t ba = bucket_a(hash);
@@ -198,8 +205,8 @@ flow_table::insert_result flow_table::insert(const flow_key& key, uint32_t hash,
     else
       ++stats_.evictions;
   } else {
-    const uint32_t free_a = match_mask(sigs_[ba].sig, 0);
-    const uint32_t free_b = match_mask(sigs_[bb].sig, 0);
+    const uint32_t free_a = match_mask(sigs_of(ba), 0);
+    const uint32_t free_b = match_mask(sigs_of(bb), 0);
     if ((free_a | free_b) != 0) {
       // The less loaded bucket keeps both choices balanced (ties go to bucket_a).
       const bool use_a = std::popcount(free_a) >= std::popcount(free_b);
@@ -214,7 +221,7 @@ flow_table::insert_result flow_table::insert(const flow_key& key, uint32_t hash,
       if (may_move) {
         for (const uint32_t bucket : {ba, bb})
           for (uint32_t i = 0; i < bucket_entries; ++i)
-            rte_prefetch0(&sigs_[bucket ^ alt_offset(sigs_[bucket].sig[i], mask_)]);
+            rte_prefetch0(sigs_of(other_bucket(bucket, sigs_of(bucket)[i])));
       }
       flow_entry* oldest = &entries_[size_t{ba} * bucket_entries];  // set even if all ages tie
       flow_entry* oldest_expired = nullptr;
@@ -251,7 +258,7 @@ flow_table::insert_result flow_table::insert(const flow_key& key, uint32_t hash,
       }
     }
     const size_t idx = static_cast<size_t>(slot - entries_);
-    sigs_[idx / bucket_entries].sig[idx % bucket_entries] = sig;
+    sigs_[idx] = sig;
     size_ += !displace;
   }
 
@@ -270,8 +277,8 @@ flow_table::insert_result flow_table::insert(const flow_key& key, uint32_t hash,
 
 void flow_table::move_entry(uint32_t from, uint32_t i, uint32_t to, uint32_t j) {
   entries_[size_t{to} * bucket_entries + j] = entries_[size_t{from} * bucket_entries + i];
-  sigs_[to].sig[j] = sigs_[from].sig[i];
-  sigs_[from].sig[i] = 0;
+  sigs_of(to)[j] = sigs_of(from)[i];
+  sigs_of(from)[i] = 0;
   entries_[size_t{from} * bucket_entries + i].state = tcp_state::empty;
 }
 
@@ -287,14 +294,14 @@ flow_entry* flow_table::make_room(uint32_t ba, uint32_t bb) {
   uint32_t n = 0;
   for (const uint32_t bucket : {ba, bb}) {
     for (uint32_t i = 0; i < bucket_entries; ++i) {
-      const uint32_t to = bucket ^ alt_offset(sigs_[bucket].sig[i], mask_);
+      const uint32_t to = other_bucket(bucket, sigs_of(bucket)[i]);
       if (to == ba || to == bb) continue;  // its other bucket is full too
-      rte_prefetch0(&sigs_[to]);
+      rte_prefetch0(sigs_of(to));
       first[n++] = hop{bucket, i, to};
     }
   }
   for (uint32_t k = 0; k < n; ++k) {
-    const uint32_t free = match_mask(sigs_[first[k].to].sig, 0);
+    const uint32_t free = match_mask(sigs_of(first[k].to), 0);
     if (free != 0) {
       move_entry(first[k].from, first[k].slot, first[k].to,
                  static_cast<uint32_t>(std::countr_zero(free)));
@@ -310,13 +317,13 @@ flow_entry* flow_table::make_room(uint32_t ba, uint32_t bb) {
     if (seen) continue;
     uint32_t next[bucket_entries];
     for (uint32_t j = 0; j < bucket_entries; ++j) {
-      next[j] = mid ^ alt_offset(sigs_[mid].sig[j], mask_);
-      rte_prefetch0(&sigs_[next[j]]);
+      next[j] = other_bucket(mid, sigs_of(mid)[j]);
+      rte_prefetch0(sigs_of(next[j]));
     }
     for (uint32_t j = 0; j < bucket_entries && budget != 0; ++j) {
       if (next[j] == ba || next[j] == bb) continue;
       --budget;
-      const uint32_t free = match_mask(sigs_[next[j]].sig, 0);
+      const uint32_t free = match_mask(sigs_of(next[j]), 0);
       if (free != 0) {
         move_entry(mid, j, next[j], static_cast<uint32_t>(std::countr_zero(free)));
         move_entry(first[k].from, first[k].slot, mid, j);
@@ -329,7 +336,7 @@ flow_entry* flow_table::make_room(uint32_t ba, uint32_t bb) {
 
 void flow_table::remove(flow_entry* e) {
   const size_t idx = static_cast<size_t>(e - entries_);
-  uint16_t& sig = sigs_[idx / bucket_entries].sig[idx % bucket_entries];
+  uint16_t& sig = sigs_[idx];
   size_ -= sig != 0;  // a second remove of the same slot is harmless
   sig = 0;
   e->state = tcp_state::empty;

@@ -1,8 +1,11 @@
 // Per-worker connection table: 5-tuple -> backend, colour, generation, TCP state.
 // Owned by exactly one worker: no locks, no atomics, no allocation after construction.
 //
-// Layout: 2-choice bucketised hashing. Each bucket holds 8 entries of 64 bytes and a line of
-// 16-bit signatures, so a lookup touches the signature line and then one entry. An insert into
+// Layout: 2-choice bucketised hashing. Each bucket holds 8 entries of 48 bytes and 8 16-bit
+// signatures (16 bytes; four buckets' signatures share a cache line), so a lookup touches one
+// signature line and then one entry: 50 bytes per slot. Any even number of buckets
+// (multiply-shift reduction, not a power-of-two mask), so a table can be sized to the flows it
+// must hold. An insert into
 // two full buckets first tries to move a resident to its other bucket (bounded cuckoo moves),
 // then evicts the oldest entry of the two, unless that entry is a recently-seen
 // established TCP flow (then the insert fails and is counted: established flows are protected
@@ -30,8 +33,8 @@ enum class colour : uint8_t { blue = 0, green = 1 };
 inline colour other(colour c) { return c == colour::blue ? colour::green : colour::blue; }
 inline const char* colour_name(colour c) { return c == colour::blue ? "blue" : "green"; }
 
-struct alignas(64) flow_entry {
-  flow_key key;                 // 40
+struct alignas(16) flow_entry {
+  stored_flow_key key;          // 24: client address and port, VIP port, VIP id
   uint32_t backend_id = 0;      // stable id in the generation's backend registry
   uint32_t last_seen_ms = 0;    // ms_clock time of the last packet
   uint32_t generation = 0;      // generation number the flow was created in
@@ -41,7 +44,7 @@ struct alignas(64) flow_entry {
   colour flow_colour = colour::blue;
   tcp_state state = tcp_state::empty;
 };
-static_assert(sizeof(flow_entry) == 64, "a flow entry is one cache line");
+static_assert(sizeof(flow_entry) == 48, "4 entries in 3 cache lines: at most 64 bytes per tracked flow");
 
 struct flow_timeouts {
   uint32_t tcp_syn_ms = 60'000;
@@ -81,13 +84,16 @@ class flow_table {
   // Entries younger than this in state established are not evicted by inserts.
   static constexpr uint32_t protect_established_ms = 1'000;
 
-  // capacity is rounded up to a power of two number of buckets (at least 2 buckets).
+  // capacity is rounded up to an even number of buckets of 8 (a multiple of 16 slots).
   explicit flow_table(size_t capacity, flow_timeouts timeouts = {});
   ~flow_table();
   flow_table(const flow_table&) = delete;
   flow_table& operator=(const flow_table&) = delete;
 
   size_t capacity() const { return size_t{bucket_count_} * bucket_entries; }
+  // Bytes of table memory (signatures and entries) per slot.
+  static constexpr size_t bytes_per_slot() { return sizeof(flow_entry) + sizeof(uint16_t); }
+  size_t memory_bytes() const { return mem_bytes_; }
   size_t size() const { return size_; }
   const flow_table_stats& stats() const { return stats_; }
   const flow_timeouts& timeouts() const { return timeouts_; }
@@ -100,10 +106,10 @@ class flow_table {
 
   // Live entry for `key`, or nullptr. An entry found expired counts as absent; it stays in place
   // (the caller or the scanner removes it through remove()/expire_step(), which report it).
-  flow_entry* lookup(const flow_key& key, uint32_t hash, uint32_t now_ms);
+  flow_entry* lookup(const stored_flow_key& key, uint32_t hash, uint32_t now_ms);
 
   // Looks up n keys at once (prefetching all buckets first). out[i] as lookup() would return.
-  void lookup_bulk(const flow_key* const* keys, const uint32_t* hashes, uint32_t n,
+  void lookup_bulk(const stored_flow_key* const* keys, const uint32_t* hashes, uint32_t n,
                    uint32_t now_ms, flow_entry** out);
 
   struct insert_result {
@@ -115,7 +121,7 @@ class flow_table {
   // Inserts `key` (which must not be present as a live entry). On success the caller sets the
   // entry's fields; the key and last_seen_ms are already set. An insert may move other entries
   // to their alternative bucket, so pointers from earlier lookups are stale after an insert.
-  insert_result insert(const flow_key& key, uint32_t hash, uint32_t now_ms);
+  insert_result insert(const stored_flow_key& key, uint32_t hash, uint32_t now_ms);
 
   // Frees the slot of `e` (a pointer returned by lookup/insert).
   void remove(flow_entry* e);
@@ -141,24 +147,30 @@ class flow_table {
   }
 
  private:
-  struct alignas(64) bucket_sigs {
-    uint16_t sig[bucket_entries];  // 0 = empty slot
-    uint8_t pad[64 - 2 * bucket_entries];
-  };
-  uint32_t bucket_a(uint32_t hash) const { return hash & mask_; }
-  uint32_t bucket_b(uint32_t hash) const;
-  static uint16_t signature(uint32_t hash) { return static_cast<uint16_t>((hash >> 16) | 1); }
-  flow_entry* find_in(uint32_t bucket, uint16_t sig, const flow_key& key);
+  // Multiply-shift onto [0, bucket_count_): uses the hash's high bits.
+  uint32_t bucket_a(uint32_t hash) const {
+    return static_cast<uint32_t>((uint64_t{hash} * bucket_count_) >> 32);
+  }
+  // The other candidate bucket, from the current one and the signature alone (a + b is a
+  // per-signature constant modulo the bucket count), so an entry can move without its hash.
+  uint32_t other_bucket(uint32_t bucket, uint16_t sig) const;
+  uint32_t bucket_b(uint32_t hash) const { return other_bucket(bucket_a(hash), signature(hash)); }
+  // Multiplied first so that it does not repeat the high bits that chose the bucket.
+  static uint16_t signature(uint32_t hash) {
+    return static_cast<uint16_t>(((hash * 0x9e3779b1u) >> 16) | 1);
+  }
+  uint16_t* sigs_of(uint32_t bucket) const { return sigs_ + size_t{bucket} * bucket_entries; }
+  flow_entry* find_in(uint32_t bucket, uint16_t sig, const stored_flow_key& key);
   flow_entry* make_room(uint32_t ba, uint32_t bb);
   void move_entry(uint32_t from, uint32_t i, uint32_t to, uint32_t j);
 
   uint32_t bucket_count_ = 0;
-  uint32_t mask_ = 0;
+  size_t mem_bytes_ = 0;
   size_t size_ = 0;
   size_t scan_pos_ = 0;
   flow_timeouts timeouts_;
   flow_table_stats stats_;
-  bucket_sigs* sigs_ = nullptr;   // bucket_count_ lines
+  uint16_t* sigs_ = nullptr;       // bucket_entries per bucket; 0 = empty slot
   flow_entry* entries_ = nullptr;  // bucket_count_ * bucket_entries
   void* mem_ = nullptr;            // one block: the signature lines, then the entries
   bool mem_from_rte_ = false;      // rte_zmalloc'd (EAL running) rather than aligned_alloc'd

@@ -61,6 +61,18 @@ bool generation::is_vip(const ip_address& addr) const {
   return false;
 }
 
+flow_key generation::full_key(const stored_flow_key& k) const {
+  flow_key f;
+  f.src = k.client;
+  f.src_port = k.client_port;
+  f.dst_port = k.vip_port;
+  if (k.vip_id < vips.size()) {
+    f.dst = vips[k.vip_id].address;
+    f.proto = vips[k.vip_id].proto;
+  }
+  return f;
+}
+
 colour choose_colour(const service_entry& s, const listener& l, const ip_address& client) {
   if (l.preview) return other(s.active);
   for (const segment_rule& r : s.segments)

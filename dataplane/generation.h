@@ -69,6 +69,13 @@ struct service_entry {
   std::array<colour_flush, 2> flush;   // indexed by colour
 };
 
+// A VIP address and protocol. Flow entries store its id (generation::vips) instead of them.
+struct vip_key {
+  ip_address address;
+  uint8_t proto = 6;
+};
+inline constexpr uint32_t max_vips = 1u << 16;  // vip ids are < max_vips
+
 // A listener address that maps to a service: the service's own VIP:port, or a preview
 // listener (always the idle colour).
 struct listener {
@@ -77,6 +84,7 @@ struct listener {
   uint16_t port = 0;  // host order; 0 = any
   uint16_t service_index = 0;  // index into generation::services
   uint8_t preview = 0;         // 1 = new flows go to the service's idle colour
+  uint16_t vip_id = 0;         // index into generation::vips of (vip, proto)
 };
 
 struct dataplane_settings {
@@ -92,6 +100,9 @@ struct generation {
   dataplane_settings settings;
   std::vector<service_entry> services;
   std::vector<backend_info> backends;  // indexed by backend id (size <= max_backends)
+  // Indexed by vip id: every (VIP, protocol) the daemon has served. Ids are never reused, so a
+  // flow entry's id names the same VIP in every generation.
+  std::vector<vip_key> vips;
 
   // Listener lookup: exact (vip, proto, port) first, then (vip, proto, 0).
   // Open-addressed, power-of-two sized, built by finalize().
@@ -106,6 +117,8 @@ struct generation {
   const listener* find_listener(const ip_address& vip, uint8_t proto, uint16_t port_be) const;
   // True when `addr` is the address of some listener (for ARP/ND answers).
   bool is_vip(const ip_address& addr) const;
+  // The 5-tuple of a flow-table entry's key (VIP address and protocol from `vips`).
+  flow_key full_key(const stored_flow_key& k) const;
   const service_entry* service_by_id(uint16_t id) const {
     if (id >= service_index_by_id.size()) return nullptr;
     int16_t i = service_index_by_id[id];

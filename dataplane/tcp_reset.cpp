@@ -71,22 +71,24 @@ rte_mbuf* build_reset(rte_mempool* mp, const ip_address& src, const ip_address& 
 
 }  // namespace
 
-rte_mbuf* build_client_reset(rte_mempool* mp, const flow_entry& e, const rte_ether_addr& src_mac,
-                             const rte_ether_addr& dst_mac, int vlan) {
+rte_mbuf* build_client_reset(rte_mempool* mp, const flow_key& k, const flow_entry& e,
+                             const rte_ether_addr& src_mac, const rte_ether_addr& dst_mac,
+                             int vlan) {
   uint16_t l3_offset, l3_length;
-  return build_reset(mp, e.key.dst, e.key.src, e.key.dst_port, e.key.src_port, e.client_ack,
+  return build_reset(mp, k.dst, k.src, k.dst_port, k.src_port, e.client_ack,
                      e.client_seq, src_mac, dst_mac, vlan, &l3_offset, &l3_length);
 }
 
-rte_mbuf* build_backend_reset(rte_mempool* mp, const flow_entry& e, parsed_packet& parsed) {
+rte_mbuf* build_backend_reset(rte_mempool* mp, const flow_key& k, const flow_entry& e,
+                              parsed_packet& parsed) {
   rte_ether_addr none{};
   parsed = parsed_packet{};
-  rte_mbuf* m = build_reset(mp, e.key.src, e.key.dst, e.key.src_port, e.key.dst_port,
+  rte_mbuf* m = build_reset(mp, k.src, k.dst, k.src_port, k.dst_port,
                             e.client_seq, e.client_ack, none, none, -1, &parsed.l3_offset,
                             &parsed.l3_length);
   if (!m) return nullptr;
-  parsed.key = e.key;
-  parsed.ip_version = e.key.src.is_v4() ? 4 : 6;
+  parsed.key = k;
+  parsed.ip_version = k.src.is_v4() ? 4 : 6;
   parsed.l4_offset = static_cast<uint16_t>(parsed.l3_offset + (parsed.ip_version == 4 ? 20 : 40));
   parsed.tcp_flags = tcp_rst | tcp_ack;
   parsed.tcp_seq = e.client_seq;

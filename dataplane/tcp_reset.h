@@ -11,12 +11,15 @@
 
 namespace tandem {
 
+// `k` is the entry's 5-tuple (generation::full_key), `e` supplies the sequence numbers.
 // Client-bound reset: Ethernet from `src_mac` to `dst_mac` (+ VLAN tag when vlan >= 0).
-rte_mbuf* build_client_reset(rte_mempool* mp, const flow_entry& e, const rte_ether_addr& src_mac,
-                             const rte_ether_addr& dst_mac, int vlan);
+rte_mbuf* build_client_reset(rte_mempool* mp, const flow_key& k, const flow_entry& e,
+                             const rte_ether_addr& src_mac, const rte_ether_addr& dst_mac,
+                             int vlan);
 
 // Backend-bound reset as the client would send it; `parsed` describes it so the caller can hand
 // it to forward_packet() like any received packet.
-rte_mbuf* build_backend_reset(rte_mempool* mp, const flow_entry& e, parsed_packet& parsed);
+rte_mbuf* build_backend_reset(rte_mempool* mp, const flow_key& k, const flow_entry& e,
+                              parsed_packet& parsed);
 
 }  // namespace tandem

@@ -166,6 +166,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
   port_state& port = ports_[port_index];
   parsed_packet parsed[burst_size];
   const listener* listeners[burst_size];
+  stored_flow_key keys[burst_size];  // the flow-table key: client, ports, VIP id
   uint32_t hashes[burst_size];
   rte_mbuf* tx[burst_size * 2];
   uint16_t ntx = 0;
@@ -209,7 +210,8 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
       pkts[i] = nullptr;
       continue;
     }
-    hashes[i] = hash_flow_key(p.key, flow_table_seed);
+    keys[i] = make_stored_key(p.key, listeners[i]->vip_id);
+    hashes[i] = hash_flow_key(keys[i], flow_table_seed);
     flows_.prefetch(hashes[i]);
   }
 
@@ -239,7 +241,8 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
     const bool syn = is_syn_only(p);
     const bool tcp = p.key.proto == IPPROTO_TCP;
 
-    flow_entry* e = flows_.lookup(p.key, hashes[i], now_ms);
+    const stored_flow_key& key = keys[i];
+    flow_entry* e = flows_.lookup(key, hashes[i], now_ms);
     if (e != nullptr) {
       bool restart = e->service_id != svc.id;
       if (!restart && flush_due(svc, *e, now_ms)) {
@@ -311,7 +314,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
           drop(m, drop_reason::no_backend);
           continue;
         }
-        flow_table::insert_result ins = flows_.insert(p.key, hashes[i], now_ms);
+        flow_table::insert_result ins = flows_.insert(key, hashes[i], now_ms);
         if (ins.evicted) end_flow(ins.displaced);
         if (likely(ins.entry != nullptr)) {
           flow_entry& ne = *ins.entry;
@@ -361,13 +364,14 @@ void worker::send_resets(const generation& gen, const service_entry& s, const fl
   port_state& port = ports_[0];
   rte_mbuf* out[2];
   uint16_t nout = 0;
-  if (rte_mbuf* c = build_client_reset(options_.reset_pool, e, port.port.mac, port.peer_mac,
+  const flow_key key = gen.full_key(e.key);
+  if (rte_mbuf* c = build_client_reset(options_.reset_pool, key, e, port.port.mac, port.peer_mac,
                                        port.peer_has_vlan ? port.peer_vlan : -1))
     out[nout++] = c;
   const backend_info* b = backend_at(gen, e.backend_id);
   parsed_packet pp;
   if (b != nullptr) {
-    if (rte_mbuf* r = build_backend_reset(options_.reset_pool, e, pp)) {
+    if (rte_mbuf* r = build_backend_reset(options_.reset_pool, key, e, pp)) {
       if (forward_packet(s.mode, r, pp, *b, gen.settings, port.port.mac,
                          hash_flow_key(e.key, flow_table_seed)) == drop_reason::none)
         out[nout++] = r;

@@ -48,6 +48,9 @@ flow_key key_of(uint64_t i) {
   return k;
 }
 
+// The flow table's own key for flow i (VIP id 0).
+stored_flow_key stored_key_of(uint64_t i) { return make_stored_key(key_of(i), 0); }
+
 // --- parse -----------------------------------------------------------------------------------
 
 void BM_parse_tcp4(benchmark::State& state) {
@@ -83,7 +86,7 @@ BENCHMARK(BM_hash_flow_key);
 // A table of `slots` capacity holding keys 0..n-1, with their hashes.
 struct filled_table {
   std::unique_ptr<flow_table> t;
-  std::vector<flow_key> keys;
+  std::vector<stored_flow_key> keys;
   std::vector<uint32_t> hashes;
   size_t n = 0;
 };
@@ -98,7 +101,7 @@ filled_table& table_with(size_t slots, size_t n) {
     slot->t = std::make_unique<flow_table>(slots);
     slot->keys.reserve(n);
     for (size_t i = 0; i < n; ++i) {
-      slot->keys.push_back(key_of(i));
+      slot->keys.push_back(stored_key_of(i));
       const uint32_t h = hash_flow_key(slot->keys.back(), flow_table_seed);
       slot->hashes.push_back(h);
       auto r = slot->t->insert(slot->keys.back(), h, 0);
@@ -152,7 +155,7 @@ BENCHMARK(BM_flow_lookup_burst_prefetch)->Args({1 << 21, 1 << 20})->Args({1 << 1
 void BM_flow_lookup_bulk32(benchmark::State& state) {
   auto& ft = table_with(static_cast<size_t>(state.range(0)), static_cast<size_t>(state.range(1)));
   const auto order = random_order(ft.keys.size(), 1 << 20);
-  const flow_key* keys[32];
+  const stored_flow_key* keys[32];
   uint32_t hashes[32];
   flow_entry* out[32];
   uint32_t i = 0;
@@ -177,13 +180,13 @@ void BM_flow_insert_remove_1M(benchmark::State& state) {
   std::vector<flow_entry*> dummy;
   uint64_t next = 0;
   auto insert = [&](uint64_t i) {
-    const flow_key k = key_of(i);
+    const stored_flow_key k = stored_key_of(i);
     auto r = t.insert(k, hash_flow_key(k, flow_table_seed), 1);
     if (r.entry) r.entry->state = tcp_state::established;
   };
   for (; next < live; ++next) insert(next);
   for (auto _ : state) {
-    const flow_key old = key_of(next - live);
+    const stored_flow_key old = stored_key_of(next - live);
     const uint32_t h = hash_flow_key(old, flow_table_seed);
     if (flow_entry* e = t.lookup(old, h, 1)) t.remove(e);
     insert(next++);
@@ -200,12 +203,12 @@ void BM_flow_insert_full_table(benchmark::State& state) {
   uint64_t next = 0;
   uint32_t now = 0;
   while (t.size() < t.capacity() && next < 4 * t.capacity()) {
-    const flow_key k = key_of(next++);
+    const stored_flow_key k = stored_key_of(next++);
     t.insert(k, hash_flow_key(k, flow_table_seed), now);  // state syn_seen: evictable
   }
   now = 10;
   for (auto _ : state) {
-    const flow_key k = key_of(next++);
+    const stored_flow_key k = stored_key_of(next++);
     benchmark::DoNotOptimize(t.insert(k, hash_flow_key(k, flow_table_seed), now));
   }
   state.SetItemsProcessed(state.iterations());

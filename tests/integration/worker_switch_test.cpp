@@ -130,6 +130,67 @@ TEST_F(WorkerSwitchTest, EstablishedFlowsKeepBlueAfterSwitchNewFlowsGoGreen) {
   EXPECT_EQ(h_->live_flows(0, colour::green), n);
 }
 
+// Flow entries store a VIP id instead of the VIP address: the same client address and port to
+// two VIPs (and to one VIP over TCP and UDP) must still be separate flows, each pinned.
+TEST_F(WorkerSwitchTest, SameClientPortToTwoVipsAreTwoFlows) {
+  auto cfg = make_config();
+  config::service api = web_service(0, 0);
+  api.name = "api";
+  api.vip = addr("198.51.100.11");
+  for (int i = 1; i <= 4; ++i) {
+    api.blue.push_back({addr("10.3.0." + std::to_string(i)), 1, backend_mac(colour::blue, 10 + i)});
+    api.green.push_back({addr("10.4.0." + std::to_string(i)), 1, backend_mac(colour::green, 10 + i)});
+  }
+  cfg.services.push_back(api);
+  h_ = std::make_unique<dataplane_harness>(cfg);
+  ASSERT_EQ(h_->state().vips.size(), 2u);
+
+  constexpr int n = 200;
+  auto to = [](int i, const char* dst, uint8_t flags) {
+    frame_spec f = tcp(i, 40000, flags);
+    f.dst = dst;
+    return build_frame(f);
+  };
+  std::vector<std::vector<uint8_t>> web_syn, api_syn, web_ack, api_ack;
+  for (int i = 0; i < n; ++i) {
+    web_syn.push_back(to(i, vip, tcp_syn));
+    api_syn.push_back(to(i, "198.51.100.11", tcp_syn));
+    web_ack.push_back(to(i, vip, tcp_ack));
+    api_ack.push_back(to(i, "198.51.100.11", tcp_ack));
+  }
+  const auto web_before = destinations(h_->exchange(web_syn));
+  const auto api_before = destinations(h_->exchange(api_syn));
+  for (int i = 0; i < n; ++i) {
+    ASSERT_EQ(web_before[i].first, blue_c);
+    ASSERT_LT(web_before[i].second, 10);
+    ASSERT_GT(api_before[i].second, 10);
+  }
+  EXPECT_EQ(h_->live_flows(0, colour::blue), n);
+  EXPECT_EQ(h_->live_flows(1, colour::blue), n);
+  EXPECT_EQ(h_->counters().port_reuse, 0u) << "an api SYN must not replace the web flow";
+
+  cfg.services[0].active = colour::green;
+  cfg.services[1].active = colour::green;
+  h_->publish(cfg);
+  EXPECT_EQ(destinations(h_->exchange(web_ack)), web_before);
+  EXPECT_EQ(destinations(h_->exchange(api_ack)), api_before);
+  EXPECT_EQ(h_->counters().midflow_pickups, 0u);
+
+  // Removing a VIP and bringing it back gives it its old id: ids are never reused for another.
+  auto without = cfg;
+  without.services.pop_back();
+  h_->publish(without);
+  config::service other = api;
+  other.name = "other";
+  other.vip = addr("198.51.100.12");
+  without.services.push_back(other);
+  h_->publish(without);
+  h_->publish(cfg);
+  ASSERT_EQ(h_->state().vips.size(), 3u);
+  EXPECT_EQ(to_string(h_->state().vips[1].address), "198.51.100.11");
+  EXPECT_EQ(to_string(h_->state().vips[2].address), "198.51.100.12");
+}
+
 TEST_F(WorkerSwitchTest, RollbackKeepsFlowsOfBothColours) {
   auto cfg = make_config();
   h_ = std::make_unique<dataplane_harness>(cfg);
