@@ -43,10 +43,12 @@ TEST(GenerationRcu, ReadersNeverSeeAFreedOrTornGeneration) {
   pub.publish(make_generation(1));
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> checks{0}, errors{0};
+  std::atomic<uint32_t> started{0};
   std::vector<std::thread> threads;
   for (uint32_t r = 0; r < readers; ++r) {
     threads.emplace_back([&, r] {
       rcu_reader reader(pub, r);
+      started.fetch_add(1);
       uint32_t last = 0;
       while (!stop.load(std::memory_order_relaxed)) {
         const generation* g = pub.acquire();
@@ -64,6 +66,9 @@ TEST(GenerationRcu, ReadersNeverSeeAFreedOrTornGeneration) {
       }
     });
   }
+  // Publishing before the readers registered would test nothing (and finish with 0 checks on
+  // a loaded machine).
+  while (started.load() < readers) std::this_thread::yield();
   for (uint32_t n = 2; n <= 400; ++n) pub.publish(make_generation(n));
   stop = true;
   for (auto& t : threads) t.join();
