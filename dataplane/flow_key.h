@@ -1,6 +1,7 @@
 // The 5-tuple that identifies a flow, laid out for hashing and memcmp (no padding holes).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -46,9 +47,11 @@ static_assert(sizeof(stored_flow_key) == 24);
 inline stored_flow_key make_stored_key(const flow_key& k, uint16_t vip_id) {
   stored_flow_key s;
   s.client = k.src;
-  s.client_port = k.src_port;
-  s.vip_port = k.dst_port;
-  s.vip_id = vip_id;
+  // Ports, id and pad as one 64-bit store: separate 16-bit stores followed by the table's 64-bit
+  // key compare/hash load stall store forwarding (measured: ~4 % of the worker's time).
+  const uint64_t tail = uint64_t{k.src_port} | uint64_t{k.dst_port} << 16 | uint64_t{vip_id} << 32;
+  std::memcpy(reinterpret_cast<unsigned char*>(&s) + offsetof(stored_flow_key, client_port), &tail,
+              sizeof tail);
   return s;
 }
 

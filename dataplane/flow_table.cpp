@@ -21,34 +21,9 @@ namespace {
 static_assert(sizeof(flow_entry) == 48 && alignof(flow_entry) == 16);
 static_assert(flow_table::bucket_entries == 8, "signature matching assumes 8 slots per bucket");
 
-// Bit i set when sig[i] == s (s == 0 finds the empty slots).
-inline uint32_t match_mask(const uint16_t* sig, uint16_t s) {
-#if defined(__SSE2__)
-  const __m128i line = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sig));
-  const __m128i eq = _mm_cmpeq_epi16(line, _mm_set1_epi16(static_cast<short>(s)));
-  // Narrow the 16-bit lanes to bytes so movemask yields one bit per slot.
-  return static_cast<uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(eq, _mm_setzero_si128())));
-#else
-  uint32_t m = 0;
-  for (uint32_t i = 0; i < flow_table::bucket_entries; ++i) m |= uint32_t{sig[i] == s} << i;
-  return m;
-#endif
-}
-
-// Full 24-byte key compare without a data-dependent loop.
-inline bool key_equal(const stored_flow_key& a, const stored_flow_key& b) {
-  uint64_t x[3], y[3];
-  std::memcpy(x, &a, sizeof x);
-  std::memcpy(y, &b, sizeof y);
-  return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2])) == 0;
-}
-static_assert(sizeof(stored_flow_key) == 3 * sizeof(uint64_t));
-
-// An entry may straddle two cache lines (48-byte entries, 64-byte lines): fetch both.
-inline void prefetch_entry(const flow_entry* e) {
-  rte_prefetch0(e);
-  rte_prefetch0(reinterpret_cast<const unsigned char*>(e) + sizeof(flow_entry) - 1);
-}
+using flow_table_detail::key_equal;
+using flow_table_detail::match_mask;
+using flow_table_detail::prefetch_entry;
 
 constexpr size_t max_buckets = size_t{1} << 28;  // 2^31 entries, 100 GiB: beyond any real table
 
@@ -56,16 +31,6 @@ constexpr size_t max_buckets = size_t{1} << 28;  // 2^31 entries, 100 GiB: beyon
 // first overflows a bucket at ~70% load; one hop reaches ~91-92%, one hop plus 16 second-hop
 // lines ~94% (each extra line is a cache miss on an insert into two full buckets).
 constexpr uint32_t second_hop_budget = 16;
-
-// The sum of a key's two buckets modulo the bucket count, from its signature alone. Odd, and
-// the bucket count even, so 2a == sum never holds: a key's two buckets always differ.
-inline uint32_t pair_sum(uint16_t sig, uint32_t buckets) {
-  uint32_t h = sig * 0x9e3779b1u;
-  h ^= h >> 15;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  return static_cast<uint32_t>((uint64_t{h} * buckets) >> 32) | 1u;
-}
 
 }  // namespace
 
@@ -101,48 +66,10 @@ flow_table::~flow_table() {
     std::free(mem_);
 }
 
-uint32_t flow_table::other_bucket(uint32_t bucket, uint16_t sig) const {
-  // a + b == pair_sum (mod buckets): an involution, so b's other bucket is a again.
-  const uint32_t sum = pair_sum(sig, bucket_count_);
-  return sum >= bucket ? sum - bucket : sum + bucket_count_ - bucket;
-}
 
-void flow_table::prefetch(uint32_t hash) const {
-  const uint32_t ba = bucket_a(hash);
-  rte_prefetch0(sigs_of(ba));
-  rte_prefetch0(sigs_of(other_bucket(ba, signature(hash))));
-}
 
-void flow_table::prefetch_entries(uint32_t hash) const {
-  const uint16_t sig = signature(hash);
-  const uint32_t ba = bucket_a(hash);
-  const uint32_t bb = other_bucket(ba, sig);
-  // The entry whose signature matches is almost always the flow: fetch its lines now, so the
-  // key compare in lookup() does not wait for memory.
-  if (const uint32_t m = match_mask(sigs_of(ba), sig); m != 0)
-    prefetch_entry(&entries_[size_t{ba} * bucket_entries + static_cast<uint32_t>(std::countr_zero(m))]);
-  if (const uint32_t m = match_mask(sigs_of(bb), sig); m != 0)
-    prefetch_entry(&entries_[size_t{bb} * bucket_entries + static_cast<uint32_t>(std::countr_zero(m))]);
-}
 
-flow_entry* flow_table::find_in(uint32_t bucket, uint16_t sig, const stored_flow_key& key) {
-  flow_entry* base = &entries_[size_t{bucket} * bucket_entries];
-  for (uint32_t m = match_mask(sigs_of(bucket), sig); m != 0; m &= m - 1) {
-    flow_entry* e = &base[std::countr_zero(m)];
-    if (key_equal(e->key, key)) return e;
-  }
-  return nullptr;
-}
 
-flow_entry* flow_table::lookup(const stored_flow_key& key, uint32_t hash, uint32_t now_ms) {
-  const uint16_t sig = signature(hash);
-  flow_entry* e = find_in(bucket_a(hash), sig, key);
-  if (e == nullptr) e = find_in(bucket_b(hash), sig, key);
-  // Insert keeps a key in at most one slot, so a found-but-expired entry means "absent".
-  if (e == nullptr || e->state == tcp_state::empty || is_expired(*e, now_ms, timeouts_))
-    return nullptr;
-  return e;
-}
 
 // Three passes per chunk so the misses of different keys overlap: prefetch every signature line,
 // then match signatures and prefetch the first candidate entry of each bucket, then compare keys.

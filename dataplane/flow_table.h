@@ -12,9 +12,17 @@
 // from new-flow floods).
 #pragma once
 
+#include <rte_prefetch.h>
+
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "dataplane/flow_key.h"
 
@@ -78,6 +86,51 @@ struct flow_table_stats {
   uint64_t expired = 0;         // removed by timeout (lookup or incremental scan)
 };
 
+// Small helpers of the lookup path, inline so the worker's per-packet calls compile to straight
+// code (no calls, the bucket arithmetic done once per packet).
+namespace flow_table_detail {
+
+// Bit i set when sig[i] == s (s == 0 finds the empty slots); 8 slots.
+inline uint32_t match_mask(const uint16_t* sig, uint16_t s) {
+#if defined(__SSE2__)
+  const __m128i line = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sig));
+  const __m128i eq = _mm_cmpeq_epi16(line, _mm_set1_epi16(static_cast<short>(s)));
+  // Narrow the 16-bit lanes to bytes so movemask yields one bit per slot.
+  return static_cast<uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(eq, _mm_setzero_si128())));
+#else
+  uint32_t m = 0;
+  for (uint32_t i = 0; i < 8; ++i) m |= uint32_t{sig[i] == s} << i;
+  return m;
+#endif
+}
+
+// Full 24-byte key compare without a data-dependent loop.
+inline bool key_equal(const stored_flow_key& a, const stored_flow_key& b) {
+  uint64_t x[3], y[3];
+  std::memcpy(x, &a, sizeof x);
+  std::memcpy(y, &b, sizeof y);
+  return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2])) == 0;
+}
+static_assert(sizeof(stored_flow_key) == 3 * sizeof(uint64_t));
+
+// The sum of a key's two buckets modulo the bucket count, from its signature alone. Odd, and
+// the bucket count even, so 2a == sum never holds: a key's two buckets always differ.
+inline uint32_t pair_sum(uint16_t sig, uint32_t buckets) {
+  uint32_t h = sig * 0x9e3779b1u;
+  h ^= h >> 15;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  return static_cast<uint32_t>((uint64_t{h} * buckets) >> 32) | 1u;
+}
+
+// An entry may straddle two cache lines (48-byte entries, 64-byte lines): fetch both.
+inline void prefetch_entry(const flow_entry* e) {
+  rte_prefetch0(e);
+  rte_prefetch0(reinterpret_cast<const unsigned char*>(e) + sizeof(flow_entry) - 1);
+}
+
+}  // namespace flow_table_detail
+
 class flow_table {
  public:
   static constexpr uint32_t bucket_entries = 8;
@@ -99,14 +152,49 @@ class flow_table {
   const flow_timeouts& timeouts() const { return timeouts_; }
   void set_timeouts(const flow_timeouts& t) { timeouts_ = t; }
 
-  // Prefetches the two candidate buckets' signature lines for a later lookup of `hash`.
-  void prefetch(uint32_t hash) const;
-  // Second stage, once the signature lines are in cache: prefetches the matching entries.
-  void prefetch_entries(uint32_t hash) const;
+  // Where a hash lives: its two candidate buckets and its signature, computed once per packet.
+  struct probe {
+    uint32_t a = 0;
+    uint32_t b = 0;
+    uint16_t sig = 0;
+  };
+  probe probe_for(uint32_t hash) const {
+    const uint32_t a = bucket_a(hash);
+    const uint16_t sig = signature(hash);
+    return probe{a, other_bucket(a, sig), sig};
+  }
+
+  // Prefetches the two candidate buckets' signature lines for a later lookup.
+  void prefetch(const probe& p) const {
+    rte_prefetch0(sigs_of(p.a));
+    rte_prefetch0(sigs_of(p.b));
+  }
+  void prefetch(uint32_t hash) const { prefetch(probe_for(hash)); }
+  // Second stage, once the signature lines are in cache: prefetches the matching entries (the
+  // entry whose signature matches is almost always the flow), so the key compare in lookup()
+  // does not wait for memory.
+  void prefetch_entries(const probe& p) const {
+    using flow_table_detail::match_mask;
+    if (const uint32_t m = match_mask(sigs_of(p.a), p.sig); m != 0)
+      flow_table_detail::prefetch_entry(entry_at(p.a, static_cast<uint32_t>(std::countr_zero(m))));
+    if (const uint32_t m = match_mask(sigs_of(p.b), p.sig); m != 0)
+      flow_table_detail::prefetch_entry(entry_at(p.b, static_cast<uint32_t>(std::countr_zero(m))));
+  }
+  void prefetch_entries(uint32_t hash) const { prefetch_entries(probe_for(hash)); }
 
   // Live entry for `key`, or nullptr. An entry found expired counts as absent; it stays in place
   // (the caller or the scanner removes it through remove()/expire_step(), which report it).
-  flow_entry* lookup(const stored_flow_key& key, uint32_t hash, uint32_t now_ms);
+  flow_entry* lookup(const stored_flow_key& key, const probe& p, uint32_t now_ms) {
+    flow_entry* e = find_in(p.a, p.sig, key);
+    if (e == nullptr) e = find_in(p.b, p.sig, key);
+    // Insert keeps a key in at most one slot, so a found-but-expired entry means "absent".
+    if (e == nullptr || e->state == tcp_state::empty || is_expired(*e, now_ms, timeouts_))
+      return nullptr;
+    return e;
+  }
+  flow_entry* lookup(const stored_flow_key& key, uint32_t hash, uint32_t now_ms) {
+    return lookup(key, probe_for(hash), now_ms);
+  }
 
   // Looks up n keys at once (prefetching all buckets first). out[i] as lookup() would return.
   void lookup_bulk(const stored_flow_key* const* keys, const uint32_t* hashes, uint32_t n,
@@ -153,14 +241,28 @@ class flow_table {
   }
   // The other candidate bucket, from the current one and the signature alone (a + b is a
   // per-signature constant modulo the bucket count), so an entry can move without its hash.
-  uint32_t other_bucket(uint32_t bucket, uint16_t sig) const;
+  uint32_t other_bucket(uint32_t bucket, uint16_t sig) const {
+    // a + b == pair_sum (mod buckets): an involution, so b's other bucket is a again.
+    const uint32_t sum = flow_table_detail::pair_sum(sig, bucket_count_);
+    return sum >= bucket ? sum - bucket : sum + bucket_count_ - bucket;
+  }
   uint32_t bucket_b(uint32_t hash) const { return other_bucket(bucket_a(hash), signature(hash)); }
   // Multiplied first so that it does not repeat the high bits that chose the bucket.
   static uint16_t signature(uint32_t hash) {
     return static_cast<uint16_t>(((hash * 0x9e3779b1u) >> 16) | 1);
   }
   uint16_t* sigs_of(uint32_t bucket) const { return sigs_ + size_t{bucket} * bucket_entries; }
-  flow_entry* find_in(uint32_t bucket, uint16_t sig, const stored_flow_key& key);
+  flow_entry* entry_at(uint32_t bucket, uint32_t i) const {
+    return &entries_[size_t{bucket} * bucket_entries + i];
+  }
+  flow_entry* find_in(uint32_t bucket, uint16_t sig, const stored_flow_key& key) const {
+    flow_entry* base = entry_at(bucket, 0);
+    for (uint32_t m = flow_table_detail::match_mask(sigs_of(bucket), sig); m != 0; m &= m - 1) {
+      flow_entry* e = &base[std::countr_zero(m)];
+      if (flow_table_detail::key_equal(e->key, key)) return e;
+    }
+    return nullptr;
+  }
   flow_entry* make_room(uint32_t ba, uint32_t bb);
   void move_entry(uint32_t from, uint32_t i, uint32_t to, uint32_t j);
 
@@ -184,7 +286,8 @@ uint32_t flow_table::scan_step(uint32_t budget, F&& visit) {
   const size_t total = capacity();
   for (uint32_t i = 0; i < budget; ++i) {
     flow_entry& e = entries_[scan_pos_];
-    if (e.state != tcp_state::empty && visit(e)) {
+    // The dense signature array says which slots are empty without reading their entries.
+    if (sigs_[scan_pos_] != 0 && visit(e)) {
       remove(&e);
       ++removed;
     }

@@ -144,6 +144,18 @@ void worker::serve_sample() {
 
 void worker::on_generation(const generation& gen) {
   flows_.set_timeouts(gen.settings.timeouts);
+  // The window in which some drain flush falls due, plus time for one full-rate sweep after it.
+  bool armed = false;
+  for (const service_entry& s : gen.services) {
+    for (const colour_flush& f : s.flush) {
+      if (f.action == drain_action::keep || f.before_generation == 0) continue;
+      const uint32_t until = f.start_ms + f.spread_ms + 2 * options_.sweep_ms;
+      if (!armed || static_cast<int32_t>(f.start_ms - flush_from_ms_) < 0) flush_from_ms_ = f.start_ms;
+      if (!armed || static_cast<int32_t>(until - flush_until_ms_) > 0) flush_until_ms_ = until;
+      armed = true;
+    }
+  }
+  if (!armed) flush_from_ms_ = flush_until_ms_ = 0;
   last_generation_ = gen.number;
   __atomic_store_n(&counters_->generation_seen, gen.number, __ATOMIC_RELAXED);
 }
@@ -168,6 +180,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
   const listener* listeners[burst_size];
   stored_flow_key keys[burst_size];  // the flow-table key: client, ports, VIP id
   uint32_t hashes[burst_size];
+  flow_table::probe probes[burst_size];
   rte_mbuf* tx[burst_size * 2];
   uint16_t ntx = 0;
 
@@ -212,7 +225,8 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
     }
     keys[i] = make_stored_key(p.key, listeners[i]->vip_id);
     hashes[i] = hash_flow_key(keys[i], flow_table_seed);
-    flows_.prefetch(hashes[i]);
+    probes[i] = flows_.probe_for(hashes[i]);
+    flows_.prefetch(probes[i]);
   }
 
   bump(counters_->rx_packets, n);
@@ -229,7 +243,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
   }
 
   for (uint16_t i = 0; i < n; ++i)
-    if (pkts[i] != nullptr) flows_.prefetch_entries(hashes[i]);
+    if (pkts[i] != nullptr) flows_.prefetch_entries(probes[i]);
 
   // Pass 2: flow lookup, choice, rewrite.
   for (uint16_t i = 0; i < n; ++i) {
@@ -242,7 +256,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
     const bool tcp = p.key.proto == IPPROTO_TCP;
 
     const stored_flow_key& key = keys[i];
-    flow_entry* e = flows_.lookup(key, hashes[i], now_ms);
+    flow_entry* e = flows_.lookup(key, probes[i], now_ms);
     if (e != nullptr) {
       bool restart = e->service_id != svc.id;
       if (!restart && flush_due(svc, *e, now_ms)) {
@@ -398,8 +412,26 @@ void worker::reset_flow(const generation& gen, const service_entry& s, flow_entr
 }
 
 void worker::scan(const generation& gen, uint32_t now_ms) {
+  // Time-based: every slot once per sweep_ms, not scan_budget slots per loop (which read several
+  // entry lines per packet on a busy worker and swept a 1 M table five times a second).
+  uint32_t budget = options_.scan_budget;
+  const bool flushing = static_cast<int32_t>(now_ms - flush_from_ms_) >= 0 &&
+                        static_cast<int32_t>(now_ms - flush_until_ms_) < 0;
+  if (likely(!flushing)) {
+    const uint32_t elapsed = now_ms - last_scan_ms_;
+    if (elapsed != 0) {
+      last_scan_ms_ = now_ms;
+      const uint64_t cap = flows_.capacity();
+      const uint64_t sweep = options_.sweep_ms == 0 ? 1 : options_.sweep_ms;
+      scan_credit_ += (cap * std::min<uint64_t>(elapsed, sweep) + sweep - 1) / sweep;
+      if (scan_credit_ > cap) scan_credit_ = cap;
+    }
+    if (scan_credit_ == 0) return;
+    if (scan_credit_ < budget) budget = static_cast<uint32_t>(scan_credit_);
+    scan_credit_ -= budget;
+  }
   const flow_timeouts& t = flows_.timeouts();
-  flows_.scan_step(options_.scan_budget, [&](flow_entry& e) {
+  flows_.scan_step(budget, [&](flow_entry& e) {
     if (is_expired(e, now_ms, t)) {
       ++scan_expired_;
       end_flow(e);

@@ -32,7 +32,11 @@ struct worker_options {
   uint32_t index = 0;                  // worker number; also its RCU thread id
   std::vector<worker_port> ports;
   size_t flow_table_size = 1u << 20;
-  uint32_t scan_budget = 32;           // flow-table slots examined per loop for expiry/flushes
+  // The incremental scan (expiry, drain flushes) visits every slot once per sweep_ms, at most
+  // scan_budget slots per loop; while a drain deadline's window is open it runs at scan_budget
+  // per loop so flushes and resets happen on time.
+  uint32_t scan_budget = 32;
+  uint32_t sweep_ms = 1000;
   rte_mempool* reset_pool = nullptr;   // mbufs for drain resets (nullptr: resets become expiry)
 };
 
@@ -109,6 +113,12 @@ class worker {
 
   uint32_t last_generation_ = 0;
   uint64_t scan_expired_ = 0;
+  uint64_t scan_credit_ = 0;        // slots the time-based scan may still visit
+  uint32_t last_scan_ms_ = 0;
+  // While now is in [flush_from_ms_, flush_until_ms_) a drain flush is due somewhere: full-rate
+  // scanning. flush_from_ms_ == flush_until_ms_ when none is armed.
+  uint32_t flush_from_ms_ = 0;
+  uint32_t flush_until_ms_ = 0;
   // Sample mailbox: the control thread bumps request_seq_ after filling request_; the worker
   // fills sample_ and then stores done_seq_ = request_seq_ (release).
   flow_sample_request request_;
