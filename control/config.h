@@ -149,7 +149,8 @@ struct daemon_config {
   // dataplane
   std::vector<std::string> eal_args;   // used when tandemd gets no EAL arguments on its command line
   std::vector<std::string> ports;      // DPDK device names to use; empty = every probed port
-  uint64_t flow_table_size = 1u << 20; // entries per worker
+  // Slots per worker: 1 M (2^20) flows at 80 % load, 62.5 MiB (50 bytes per slot).
+  uint64_t flow_table_size = 1'310'720;
   flow_timeouts timeouts;
   tunnel_settings tunnel;
   // control

@@ -133,7 +133,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--switch-every-ms", type=int, default=1000)
-    ap.add_argument("--flow-table-size", type=int, default=1 << 20)
+    ap.add_argument("--flow-table-size", type=int, default=1310720)
     ap.add_argument("--ring-log2", type=int, default=12, help="memif ring size (log2)")
     ap.add_argument("--tandemd-mem", type=int, default=1024, help="tandemd -m (MB)")
     ap.add_argument("--reps", type=int, default=3)

@@ -55,12 +55,11 @@ class Scenario:
             if p.startswith("table="):
                 self.table = parse_count(p[6:])
         if self.table is None:
-            # Room for every flow at <= 50% load (the table rounds to a power of two), at
-            # least the daemon default of 1M. SYN-only keeps the default: the table fills up.
-            self.table = 1 << 20
+            # The daemon default (1,310,720 slots: 1 M flows at 80 % load), or every flow at
+            # 80 % load when there are more. SYN-only keeps the default: the table fills up.
+            self.table = 1310720
             if not self.syn:
-                while self.table < 2 * self.flows:
-                    self.table *= 2
+                self.table = max(self.table, (self.flows * 5 // 4 + 15) // 16 * 16)
         self.name = ("syn-" if self.syn else "") + human(self.flows) + " flows, table " + human(self.table)
 
     def pcap(self, out_dir):
@@ -86,7 +85,7 @@ def eal_common(prefix, mem_mb, vdev, lcores=("-l", "0-1")):
 def memory_mb(packets, table):
     mbufs = packets + 32768
     per_mbuf = MBUF_DATA_ROOM + 128 + 64  # data room, struct rte_mbuf, mempool header
-    table_bytes = table * 64 + table // 8 * 64
+    table_bytes = table * 50  # 48-byte entries + 2 bytes of signature per slot
     return (mbufs * per_mbuf + table_bytes) // (1 << 20) + 384, mbufs
 
 
@@ -208,7 +207,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(os.path.dirname(here), "build"),
                     help="meson build directory with perf/gen_pcap and perf/bench_worker")
     ap.add_argument("--config", default=os.path.join(here, "configs", "bench.yaml"))
-    ap.add_argument("--scenarios", default="64k,1m,1m:table=1m,4m,syn4m:syn:table=1m",
+    ap.add_argument("--scenarios", default="64k,1m,4m,syn4m:syn",
                     help="comma-separated FLOWS[:syn][:table=N] (e.g. 1m:table=1m)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5, help="measured seconds per run")

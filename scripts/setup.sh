@@ -32,8 +32,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# 2 MB hugepages for tandemd (tests use --no-huge and do not need them).
-want_pages=${TANDEM_HUGEPAGES:-512}
+# 2 MB hugepages for tandemd and the throughput benchmark (perf/bench_throughput.py --huge needs
+# ~2 GB for 1 M flows); the tests use --no-huge and do not need them. Best effort.
+want_pages=${TANDEM_HUGEPAGES:-1200}
 hp=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
 if [ -w "$hp" ] && [ "$(cat "$hp")" -lt "$want_pages" ]; then
   echo "$want_pages" > "$hp" || true

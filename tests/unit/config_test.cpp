@@ -97,7 +97,7 @@ TEST(ConfigExample, TandemYamlParsesWithExpectedValues) {
 
   EXPECT_EQ(c.eal_args, (std::vector<std::string>{"-l", "0-1", "--vdev", "net_ring0"}));
   EXPECT_EQ(c.ports, (std::vector<std::string>{"net_ring0"}));
-  EXPECT_EQ(c.flow_table_size, 1048576u);
+  EXPECT_EQ(c.flow_table_size, 1310720u);
   EXPECT_EQ(c.timeouts.tcp_syn_ms, 60'000u);
   EXPECT_EQ(c.timeouts.tcp_established_ms, 300'000u);
   EXPECT_EQ(c.timeouts.tcp_closing_ms, 10'000u);
@@ -266,7 +266,7 @@ dataplane:
   const daemon_config& c = *r;
   EXPECT_TRUE(c.eal_args.empty());
   EXPECT_TRUE(c.ports.empty());
-  EXPECT_EQ(c.flow_table_size, 1u << 20);
+  EXPECT_EQ(c.flow_table_size, 1'310'720u);  // 1 M flows at 80 % load
   EXPECT_EQ(c.timeouts.tcp_syn_ms, 60'000u);
   EXPECT_EQ(c.timeouts.tcp_established_ms, 300'000u);
   EXPECT_EQ(c.timeouts.tcp_closing_ms, 10'000u);
