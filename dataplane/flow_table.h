@@ -181,6 +181,19 @@ class flow_table {
       flow_table_detail::prefetch_entry(entry_at(p.b, static_cast<uint32_t>(std::countr_zero(m))));
   }
   void prefetch_entries(uint32_t hash) const { prefetch_entries(probe_for(hash)); }
+  // Every line of both buckets: an insert into a full table reads all 16 entries' ages to pick
+  // its victim, and fetched one by one they cost several memory round trips per new flow.
+  void prefetch_buckets(const probe& p) const {
+    constexpr size_t bytes = bucket_entries * sizeof(flow_entry);  // 384: 6 aligned lines
+    const auto* a = reinterpret_cast<const unsigned char*>(entry_at(p.a, 0));
+    const auto* b = reinterpret_cast<const unsigned char*>(entry_at(p.b, 0));
+    for (size_t off = 0; off < bytes; off += 64) {
+      rte_prefetch0(a + off);
+      rte_prefetch0(b + off);
+    }
+  }
+  // True when inserts are likely to find both buckets full (the victim search reads them).
+  bool nearly_full() const { return size_ >= capacity() - capacity() / 16; }
 
   // Live entry for `key`, or nullptr. An entry found expired counts as absent; it stays in place
   // (the caller or the scanner removes it through remove()/expire_step(), which report it).

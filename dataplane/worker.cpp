@@ -242,8 +242,16 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
     break;
   }
 
-  for (uint16_t i = 0; i < n; ++i)
-    if (pkts[i] != nullptr) flows_.prefetch_entries(probes[i]);
+  // A SYN into a nearly full table will look for a victim in both buckets: fetch them now,
+  // overlapped across the burst (a SYN flood is when this path is hot).
+  const bool fetch_buckets = flows_.nearly_full();
+  for (uint16_t i = 0; i < n; ++i) {
+    if (pkts[i] == nullptr) continue;
+    if (unlikely(fetch_buckets) && is_syn_only(parsed[i]))
+      flows_.prefetch_buckets(probes[i]);
+    else
+      flows_.prefetch_entries(probes[i]);
+  }
 
   // Pass 2: flow lookup, choice, rewrite.
   for (uint16_t i = 0; i < n; ++i) {

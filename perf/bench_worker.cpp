@@ -384,7 +384,7 @@ int run(const options& o, const config::daemon_config& cfg_in) {
       o.mode.c_str(), o.workers, warmed ? "true" : "false", warmup_s, perf::median(mpps_wall),
       perf::median(mpps_cpu), perf::median(cycles_pp), perf::median(cpu_share), mpps_wall.size(),
       rx, tx, forwarded, flows, table_capacity,
-      table_capacity * sizeof(flow_entry) + table_capacity / flow_table::bucket_entries * 64,
+      table_capacity * flow_table::bytes_per_slot(),
       new_flows, midflow, evictions, failed, drop_json.c_str(), tsc_hz);
 
   for (rte_mbuf* m : rs.frames) {
