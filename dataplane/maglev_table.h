@@ -25,7 +25,11 @@ class maglev_table {
 
   maglev_table() = default;
 
-  // size must be prime and >= 100 * (members with weight > 0); errors name the violated rule.
+  // size must be prime and at least the number of members with weight > 0 (each needs an
+  // entry); errors name the violated rule. The operator rule of >= 100 entries per backend
+  // (<= 1 % imbalance) belongs to the configuration check (control/config.cpp), not here.
+  // The table is a function of the members' (identity, backend_id, weight) and size alone:
+  // not of their order, and not of the version (flows keep their backend over an upgrade).
   static result<maglev_table> build(std::span<const member> members,
                                     uint32_t size = default_maglev_size);
 

@@ -243,15 +243,12 @@ void BM_maglev_lookup(benchmark::State& state) {
 }
 BENCHMARK(BM_maglev_lookup)->Args({100, 65537})->Args({1000, 655373});
 
-// Build for N backends at table size M. M < 100*N is refused by maglev_table::build (the
-// imbalance rule), so those combinations are reported as skipped, not measured.
+// Build for N backends at table size M (issue 6 target: 1000 backends at M=65537 in <= 1 ms).
+// maglev_table::build takes any prime M >= N; the 100*N imbalance rule is the configuration
+// check's, so M < 100*N (1000 at 65537, 10000 at either size) is measured like the rest.
 void BM_maglev_build(benchmark::State& state) {
   const auto n = static_cast<uint32_t>(state.range(0));
   const auto m = static_cast<uint32_t>(state.range(1));
-  if (uint64_t{m} < 100ull * n) {
-    state.SkipWithError("skipped: M < 100*N (maglev_table::build refuses it)");
-    return;
-  }
   const auto mem = members(n);
   for (auto _ : state) {
     auto t = maglev_table::build(mem, m);
@@ -264,8 +261,8 @@ void BM_maglev_build(benchmark::State& state) {
 }
 BENCHMARK(BM_maglev_build)
     ->ArgsProduct({{10, 100, 1000, 10000}, {65537, 655373}})
-    ->Args({1000, 100003})  // the smallest prime M the rule allows for 1000 backends
-    ->Args({655, 65537})    // the most backends the rule allows at M=65537
+    ->Args({1000, 100003})  // the smallest prime M the config rule allows for 1000 backends
+    ->Args({655, 65537})    // the most backends the config rule allows at M=65537
     ->Unit(benchmark::kMicrosecond);
 
 // --- generation build and publish -----------------------------------------------------------

@@ -79,6 +79,22 @@ TEST(MaglevBuild, EveryEntryIsAMemberAndSizeIsM) {
   EXPECT_EQ(seen, ids) << "every member must own at least one entry";
 }
 
+TEST(MaglevBuild, TenThousandBackendsAtDefaultSize) {
+  // Far below 100 entries per backend (only the configuration insists on that): still every
+  // backend gets its round-robin share, floor or ceil of M/N = 6.55, and nothing else.
+  const maglev_table t = build_ok(make_members(10'000), default_maglev_size);
+  ASSERT_EQ(t.size(), default_maglev_size);
+  const auto c = counts(t);
+  ASSERT_EQ(c.size(), 10'000u);
+  uint64_t sevens = 0;
+  for (const auto& [backend, count] : c) {
+    ASSERT_LT(backend, 10'000u);
+    ASSERT_TRUE(count == 6 || count == 7) << "backend " << backend << " has " << count;
+    sevens += count == 7;
+  }
+  EXPECT_EQ(sevens, default_maglev_size - 6 * 10'000u);  // the last round's 5537 entries
+}
+
 TEST(MaglevBuild, EqualBackendsWithinOnePercent) {
   const maglev_table t = build_ok(make_members(100), 65537);
   const auto c = counts(t);
@@ -314,6 +330,101 @@ TEST(MaglevBuild, MatchesThePapersPopulateLoop) {
   std::vector<member> extreme{{1, 4'000'000'000u, 77}};
   for (uint32_t i = 2; i < 200; ++i) extreme.push_back(member{i, 1 + i % 3, identity_for(i)});
   EXPECT_EQ(build_ok(extreme, 65537).entries(), reference_populate(extreme, 65537));
+
+  // Shapes the build takes other paths for: fewer members than the 4 walks batched side by
+  // side (1..3), members far above M/100 (a few entries each, or one), tables so small that
+  // everything is the tail scan, and weights whose schedule repeats a member within a batch.
+  std::mt19937 rng2(7);
+  for (const shape sh : {shape{1, 65537, 1}, shape{2, 65537, 1}, shape{3, 65537, 2},
+                         shape{4, 65537, 1}, shape{5, 65537, 4}, shape{10'000, 65537, 1},
+                         shape{10'000, 10007, 1}, shape{1000, 1009, 3}, shape{3, 3, 1},
+                         shape{5, 5, 1}, shape{20, 101, 2}, shape{2000, 65537, 50}}) {
+    std::vector<member> members;
+    for (uint32_t i = 0; i < sh.n; ++i) {
+      const uint32_t w = 1 + static_cast<uint32_t>(rng2() % sh.max_weight);
+      members.push_back(member{i, w, (uint64_t{rng2()} << 32) | rng2()});
+    }
+    members.push_back(member{999'999, 0, 42});  // drained
+    EXPECT_EQ(build_ok(members, sh.size).entries(), reference_populate(members, sh.size))
+        << "n=" << sh.n << " M=" << sh.size << " max_weight=" << sh.max_weight;
+  }
+}
+
+// FNV-1a over the entries' bytes (little-endian).
+uint64_t fingerprint(const std::vector<uint32_t>& entries) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint32_t v : entries) {
+    for (int b = 0; b < 4; ++b) {
+      h ^= (v >> (8 * b)) & 0xff;
+      h *= 0x100000001b3ull;
+    }
+  }
+  return h;
+}
+
+TEST(MaglevBuild, TablesArePinned) {
+  // A table must never change across versions: a flow keeps its backend across a daemon
+  // upgrade only if the mapping does not move. These checksums were taken from the build as
+  // it was before the batched walks (commit a1ea913; for the shapes it refused as < 100
+  // entries per backend, from that code with only the size check removed). A failure here
+  // means existing tables changed: fix the build, never the numbers.
+  const auto cycle = [](uint32_t n, uint32_t k) {  // weights 1, 2, .., k, 1, 2, ..
+    auto m = make_members(n);
+    for (uint32_t i = 0; i < n; ++i) m[i].weight = 1 + i % k;
+    return m;
+  };
+  const auto skew = [](uint32_t heavy, uint32_t n) {  // one heavy member, n of weight 1..2
+    std::vector<member> m{{0, heavy, identity_for(0)}};
+    for (uint32_t i = 1; i <= n; ++i) m.push_back(member{i, 1 + i % 2, identity_for(i)});
+    return m;
+  };
+  const auto drained = [](uint32_t n) {  // every 7th member drained
+    auto m = make_members(n);
+    for (uint32_t i = 0; i < n; i += 7) m[i].weight = 0;
+    return m;
+  };
+  struct pin {
+    const char* what;
+    std::vector<member> members;
+    uint32_t size;
+    uint64_t fingerprint;
+  };
+  const pin pins[] = {
+      {"equal 1", make_members(1), 3, 0x5467b0da1d106495ull},
+      {"equal 1", make_members(1), 65537, 0x4ebe9b86711e13f5ull},
+      {"equal 3", make_members(3), 3, 0x9ef40c127c771966ull},
+      {"equal 3", make_members(3), 65537, 0x00d3553bd409b297ull},
+      {"equal 3", make_members(3), 655373, 0x683e346710c3dff7ull},
+      {"equal 7", make_members(7), 101, 0x91ee13744383d576ull},
+      {"equal 7", make_members(7), 1009, 0x0c059607ffb62865ull},
+      {"equal 10", make_members(10), 65537, 0x6059ad3e9a5207a3ull},
+      {"equal 10", make_members(10), 655373, 0x2db1cd9c869975f7ull},
+      {"equal 100", make_members(100), 101, 0x9394452e1e222045ull},
+      {"equal 100", make_members(100), 65537, 0x8d416f0be2f0e7a1ull},
+      {"equal 100", make_members(100), 655373, 0xcb07a128e683ec7dull},
+      {"equal 101", make_members(101), 101, 0xf2ddfdbe4c9bb361ull},
+      {"equal 655", make_members(655), 65537, 0x767cf8987ddb6bd9ull},
+      {"equal 1000", make_members(1000), 1009, 0x010fdd07c2f4f93dull},
+      {"equal 1000", make_members(1000), 65537, 0xd3758b8802b2711bull},
+      {"equal 1000", make_members(1000), 655373, 0x08962542b11534caull},
+      {"equal 10000", make_members(10'000), 10007, 0x8662671ac54a3116ull},
+      {"equal 10000", make_members(10'000), 65537, 0xfc6e332356588f59ull},
+      {"equal 10000", make_members(10'000), 655373, 0x9eb3e3ae246c3b26ull},
+      {"equal 50", make_members(50), 16777213, 0x7c1a5b44c52996d9ull},  // largest config size
+      {"weights 1..2", cycle(10, 2), 1009, 0xfdb90a8ddce521ddull},
+      {"weights 1..3", cycle(100, 3), 65537, 0x2b53a21c02816fa7ull},
+      {"weights 1..5", cycle(1000, 5), 65537, 0x8b3731c06d99d49bull},
+      {"weights 1..5", cycle(1000, 5), 655373, 0x86b279e35e229b78ull},
+      {"skewed 10000 + 300", skew(10'000, 300), 65537, 0x404b69fcc472fdd5ull},
+      {"skewed 10000 + 300", skew(10'000, 300), 655373, 0xaf7e3475d632b67full},
+      {"skewed 4e9 + 200", skew(4'000'000'000u, 200), 65537, 0x4ebe9b86711e13f5ull},
+      {"drained 200", drained(200), 65537, 0x939c1c2c6a20fffdull},
+      {"drained 2000", drained(2000), 655373, 0x32f4711fc96432f5ull},
+  };
+  for (const pin& p : pins) {
+    EXPECT_EQ(fingerprint(build_ok(p.members, p.size).entries()), p.fingerprint)
+        << p.what << " at M=" << p.size;
+  }
 }
 
 TEST(MaglevBuild, OrderIndependent) {
@@ -344,19 +455,24 @@ TEST(MaglevErrors, NonPrimeSize) {
   EXPECT_NE(empty.error_message().find("1000"), std::string::npos);
 }
 
-TEST(MaglevErrors, SizeTooSmall) {
-  auto r = maglev_table::build(make_members(700), 65537);
+TEST(MaglevErrors, SizeBelowBackendCount) {
+  auto r = maglev_table::build(make_members(12), 11);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error_message(),
-            "maglev size 65537 is too small for 700 backends: need at least 70000 (100 per "
-            "backend) for <= 1% imbalance");
-  // Drained members do not count towards the limit.
-  auto members = make_members(700);
-  for (std::size_t i = 0; i < 50; ++i) members[i].weight = 0;
-  EXPECT_TRUE(maglev_table::build(members, 65537).ok());
-  // The boundary: exactly 100 per backend is enough (101 is prime).
-  EXPECT_TRUE(maglev_table::build(make_members(1), 101).ok());
-  EXPECT_FALSE(maglev_table::build(make_members(2), 197).ok());
+            "maglev size 11 is too small for 12 backends with weight > 0: each needs at least "
+            "one entry, so the size must be at least the number of backends");
+  // Drained members do not count, and size == backends is enough: one entry each.
+  auto members = make_members(12);
+  members[5].weight = 0;
+  const maglev_table t = build_ok(members, 11);
+  ASSERT_EQ(t.size(), 11u);
+  const auto c = counts(t);
+  EXPECT_EQ(c.size(), 11u);
+  EXPECT_EQ(c.count(5), 0u);
+  for (const auto& [backend, count] : c) EXPECT_EQ(count, 1u) << backend;
+  // The 100-entries-per-backend imbalance rule is the configuration check's
+  // (control/config.cpp), not the builder's: 700 backends at 65537 build.
+  EXPECT_TRUE(maglev_table::build(make_members(700), 65537).ok());
 }
 
 TEST(MaglevErrors, DuplicateBackendId) {
@@ -379,6 +495,29 @@ TEST(MaglevErrors, DuplicateIdentity) {
       << msg;
   EXPECT_NE(msg.find("11"), std::string::npos) << msg;
   EXPECT_NE(msg.find("14"), std::string::npos) << msg;
+}
+
+TEST(MaglevErrors, DuplicatesAmongManyMembers) {
+  // Large member sets take other paths (radix sort, id bitmap); the errors must not change.
+  auto members = make_members(300);
+  members[250].identity = members[17].identity;
+  auto r = maglev_table::build(members, 65537);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error_message(), "maglev duplicate backend identity " +
+                                   std::to_string(members[17].identity) +
+                                   " (backend ids 17 and 250)");
+  // Two duplicated ids, dense and sparse: the smaller one is named.
+  for (const uint32_t spread : {1u, 12'345'679u}) {
+    auto many = make_members(300);
+    for (uint32_t i = 0; i < many.size(); ++i) many[i].backend_id = 7 + i * spread;
+    many[200].backend_id = many[90].backend_id;
+    many[280].backend_id = many[30].backend_id;
+    auto dup = maglev_table::build(many, 65537);
+    ASSERT_FALSE(dup.ok());
+    EXPECT_EQ(dup.error_message(),
+              "maglev duplicate backend id " + std::to_string(7 + 30 * spread))
+        << "spread " << spread;
+  }
 }
 
 TEST(MaglevErrors, ReservedBackendId) {
