@@ -11,10 +11,6 @@
 #include <new>
 #include <stdexcept>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 namespace tandem {
 namespace {
 
