@@ -25,17 +25,7 @@ import subprocess
 import sys
 import time
 
-
-def thread_cpu_ns(pid, name):
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                if f.read().strip() == name:
-                    with open(f"/proc/{pid}/task/{tid}/schedstat") as s:
-                        return int(s.read().split()[0])
-    except OSError:
-        pass
-    return 0
+from proc_stats import thread_cpu_ns  # perf/ is the script's directory, so on sys.path
 
 
 def wait_for_socket(path, proc, timeout=20):
@@ -84,12 +74,12 @@ def run_once(args, rep):
             gen.append("--expect-clean")
         if args.verbose:
             print("  $", " ".join(gen), flush=True)
-        cpu0 = thread_cpu_ns(d.pid, "rte-worker-1")
+        cpu0 = thread_cpu_ns(d.pid, "rte-worker-1") or 0
         t0 = time.monotonic()
         g = subprocess.run(gen, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            timeout=args.seconds + args.warmup + 120)
         wall = time.monotonic() - t0
-        cpu = (thread_cpu_ns(d.pid, "rte-worker-1") - cpu0) / 1e9
+        cpu = ((thread_cpu_ns(d.pid, "rte-worker-1") or 0) - cpu0) / 1e9
         res = None
         for line in g.stdout.splitlines():
             if line.startswith("RESULT "):

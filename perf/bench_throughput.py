@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from proc_stats import thread_cpu_ns  # perf/ is the script's directory, so on sys.path
+
 FRAME_BYTES = 60
 MBUF_DATA_ROOM = 256  # 128 headroom + 128 data: enough for 64-byte frames
 SIZES = {"k": 1 << 10, "m": 1 << 20}
@@ -87,18 +89,6 @@ def memory_mb(packets, table):
     per_mbuf = MBUF_DATA_ROOM + 128 + 64  # data room, struct rte_mbuf, mempool header
     table_bytes = table * 50  # 48-byte entries + 2 bytes of signature per slot
     return (mbufs * per_mbuf + table_bytes) // (1 << 20) + 384, mbufs
-
-
-def thread_cpu_ns(pid, name):
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                if f.read().strip() == name:
-                    with open(f"/proc/{pid}/task/{tid}/schedstat") as s:
-                        return int(s.read().split()[0])
-    except OSError:
-        pass
-    return None
 
 
 def run_testpmd(args, sc, mode, rep):
