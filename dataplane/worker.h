@@ -95,6 +95,10 @@ class worker {
     uint8_t peer_has_vlan = 0;
   };
 
+  struct burst;
+  void classify(burst& b, uint16_t i);
+  void prefetch_flow(burst& b, uint16_t i);
+  void forward(burst& b, uint16_t i);
   void on_generation(const generation& gen);
   void end_flow(const flow_entry& e);
   void scan(const generation& gen, uint32_t now_ms);
@@ -126,6 +130,7 @@ class worker {
   std::atomic<uint32_t> request_seq_{0};
   std::atomic<uint32_t> done_seq_{0};
   size_t sample_pos_ = 0;
+  std::unique_ptr<burst> burst_;  // process_burst's working arrays
 };
 
 }  // namespace tandem
