@@ -33,6 +33,10 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "control/config.h"
 #include "control/generation_builder.h"
 #include "dataplane/clock.h"
@@ -59,6 +63,8 @@ struct options {
   uint32_t workers = 1;
   double min_forwarded = 0.0;  // fail (exit 3) when forwarded/received is below this
   uint32_t scan_budget = worker_options{}.scan_budget;  // flow-table slots scanned per loop
+  std::string turn_file;  // interleaved A/B: poll only while this file's first byte == turn_id
+  char turn_id = 'a';
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -67,6 +73,7 @@ struct options {
                "usage: bench_worker [EAL options] -- --config FILE [--mode pcap|replay]\n"
                "  [--replay-pcap FILE] [--flow-table-size N] [--mbufs N] [--data-room BYTES]\n"
                "  [--seconds S] [--interval-ms MS] [--warmup-packets N] [--warmup-max-seconds S]\n"
+               "  [--turn-file FILE --turn-id C]  (interleaved A/B: poll only in turn C)\n"
                "  [--workers N] [--min-forwarded FRACTION] [--scan-budget SLOTS]\n",
                why.c_str());
   std::exit(2);
@@ -92,6 +99,8 @@ options parse(const std::vector<std::string>& a) {
     else if (a[i] == "--workers") o.workers = static_cast<uint32_t>(std::stoul(v()));
     else if (a[i] == "--min-forwarded") o.min_forwarded = std::stod(v());
     else if (a[i] == "--scan-budget") o.scan_budget = static_cast<uint32_t>(std::stoul(v()));
+    else if (a[i] == "--turn-file") o.turn_file = v();
+    else if (a[i] == "--turn-id") o.turn_id = v().at(0);
     else usage("unknown option " + a[i]);
   }
   if (o.config.empty()) usage("--config is required");
@@ -125,6 +134,9 @@ std::vector<std::vector<uint8_t>> read_pcap(const std::string& path) {
 struct worker_slot {
   std::unique_ptr<worker> w;
   std::atomic<long> tid{0};
+  const generation_publisher* publisher = nullptr;
+  const volatile char* turn = nullptr;  // interleaved A/B: poll only while *turn == turn_id
+  char turn_id = 0;
 };
 
 struct replay_state {
@@ -140,7 +152,23 @@ std::atomic<bool> stop{false};
 int run_worker(void* arg) {
   auto* s = static_cast<worker_slot*>(arg);
   s->tid = perf::gettid_now();
-  s->w->run(stop);
+  if (s->turn == nullptr) {
+    s->w->run(stop);
+    return 0;
+  }
+  // Interleaved A/B (perf/ab_interleaved.py): two builds share the core in turns, so both see
+  // the same machine (its memory latency drifts by tens of percent over seconds here). While it
+  // is not its turn the worker sleeps: no packets and no CPU time, so packets per on-CPU second
+  // count only its own turns.
+  rcu_reader reader(*s->publisher, s->w->index());
+  while (!stop.load(std::memory_order_relaxed)) {
+    if (*s->turn != s->turn_id) {
+      reader.quiescent();
+      usleep(200);
+      continue;
+    }
+    s->w->poll_once(reader);
+  }
   return 0;
 }
 
@@ -255,6 +283,15 @@ int run(const options& o, const config::daemon_config& cfg_in) {
     wo.scan_budget = o.scan_budget;
     auto s = std::make_unique<worker_slot>();
     s->w = std::make_unique<worker>(wo, publisher, clock);
+    s->publisher = &publisher;
+    if (!o.turn_file.empty()) {
+      const int fd = open(o.turn_file.c_str(), O_RDONLY);
+      void* m = fd < 0 ? MAP_FAILED : mmap(nullptr, 1, PROT_READ, MAP_SHARED, fd, 0);
+      if (m == MAP_FAILED) usage("cannot map --turn-file " + o.turn_file);
+      close(fd);
+      s->turn = static_cast<const volatile char*>(m);
+      s->turn_id = o.turn_id;
+    }
     slots.push_back(std::move(s));
   }
 
