@@ -138,8 +138,9 @@ flow_table::insert_result flow_table::insert(const stored_flow_key& key, uint32_
       slot = &entries_[size_t{bucket} * bucket_entries + i];
       displace = false;
     } else {
-      // Both buckets full: reuse the oldest expired entry, else move a resident away, else
-      // displace the oldest live one. Fetch the residents' other buckets while scanning ages.
+      // Both buckets full: reuse the oldest expired entry of the first bucket, else move a
+      // resident away, else displace the first bucket's oldest live entry (one bucket: 6 cache
+      // lines, see the header). Fetch the residents' other buckets while scanning ages.
       const bool may_move = size_ < capacity();  // a full table has no free slot to move into
       if (may_move) {
         for (const uint32_t bucket : {ba, bb})
@@ -150,8 +151,8 @@ flow_table::insert_result flow_table::insert(const stored_flow_key& key, uint32_
       flow_entry* oldest_expired = nullptr;
       int32_t oldest_age = INT32_MIN;
       int32_t oldest_expired_age = INT32_MIN;
-      for (const uint32_t bucket : {ba, bb}) {
-        flow_entry* base = &entries_[size_t{bucket} * bucket_entries];
+      {
+        flow_entry* base = &entries_[size_t{ba} * bucket_entries];  // = `oldest` as a default
         for (uint32_t i = 0; i < bucket_entries; ++i) {
           flow_entry* e = &base[i];
           const int32_t age = static_cast<int32_t>(now_ms - e->last_seen_ms);

@@ -251,11 +251,11 @@ struct worker::burst {
 }
 
 // Stage 2, once the signature lines have arrived: prefetch the entry the signature points at.
-// A SYN into a nearly full table will look for a victim in both buckets: fetch all of them.
+// A SYN into a nearly full table will look for a victim in its first bucket: fetch all of it.
 [[gnu::always_inline]] inline void worker::prefetch_flow(burst& b, uint16_t i) {
   if (b.pkts[i] == nullptr) return;
   if (unlikely(flows_.nearly_full()) && is_syn_only(b.parsed[i]))
-    flows_.prefetch_buckets(b.probes[i]);
+    flows_.prefetch_victims(b.probes[i]);
   else
     flows_.prefetch_entries(b.probes[i]);
 }

@@ -521,7 +521,9 @@ TEST_F(FlowTable, ScanStepRemovesWhatTheVisitorChooses) {
   }
 }
 
-TEST_F(FlowTable, FullTableEvictsTheOldestOfTheTwoBuckets) {
+// An insert into two full buckets evicts the oldest entry of the key's first bucket (the second
+// is not searched: see flow_table.h), and moving residents away comes first.
+TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFirstBucket) {
   flow_timeouts to;
   to.udp_ms = 1'000'000'000;
   flow_table t(128, to);  // 16 buckets
@@ -537,13 +539,13 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheTwoBuckets) {
     const flow_entry* cand[2] = {access::bucket(t, access::bucket_a(t, h)),
                                  access::bucket(t, access::bucket_b(t, h))};
     bool full = true;
-    uint32_t oldest_time = UINT32_MAX;
+    uint32_t oldest_time = UINT32_MAX;  // in the first bucket
     flow_key oldest_key;
     for (const flow_entry* b : cand) {
       for (uint32_t s = 0; s < flow_table::bucket_entries; ++s) {
         if (b[s].state == tcp_state::empty) {
           full = false;
-        } else if (b[s].last_seen_ms < oldest_time) {
+        } else if (b == cand[0] && b[s].last_seen_ms < oldest_time) {
           oldest_time = b[s].last_seen_ms;
           oldest_key = b[s].key;
         }
@@ -697,6 +699,14 @@ TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
   for (const keyed& k : all) EXPECT_NE(t.lookup(k.key, k.hash, 100), nullptr);
 }
 
+// A key whose first bucket is `bucket`.
+flow_key key_with_first_bucket(const flow_table& t, uint32_t bucket, uint32_t seed, std::mt19937& rng) {
+  for (uint32_t i = 0;; ++i) {
+    const flow_key k = make_key(seed + i, false, rng);
+    if (access::bucket_a(t, hash_of(k)) == bucket) return k;
+  }
+}
+
 TEST_F(FlowTable, RecentEstablishedFlowsAreProtected) {
   flow_table t(16);  // 2 buckets: one candidate set of 16 slots
   std::mt19937 rng(81);
@@ -706,29 +716,37 @@ TEST_F(FlowTable, RecentEstablishedFlowsAreProtected) {
     keys.push_back(make_key(i, i % 2 == 1, rng));
     ASSERT_NE(put(t, keys.back(), t0 + i, tcp_state::established), nullptr);
   }
+  // The victim search looks at n1's first bucket: its residents, oldest first.
   const flow_key n1 = make_key(100, false, rng);
+  const uint32_t first = access::bucket_a(t, hash_of(n1));
+  std::vector<uint32_t> residents;
+  for (uint32_t i = 0; i < 16; ++i)
+    if (in_bucket(t, first, keys[i])) residents.push_back(i);
+  ASSERT_EQ(residents.size(), 8u);
+  const uint32_t oldest = residents[0], next = residents[1];
   for (uint32_t age : {500u, 999u}) {
-    flow_table::insert_result r = t.insert(n1, hash_of(n1), t0 + age);
+    flow_table::insert_result r = t.insert(n1, hash_of(n1), t0 + oldest + age);
     EXPECT_EQ(r.entry, nullptr) << age;
     EXPECT_FALSE(r.evicted);
   }
   EXPECT_EQ(t.stats().failed_inserts, 2u);
   EXPECT_EQ(t.stats().evictions, 0u);
   EXPECT_EQ(t.size(), 16u);
-  for (const flow_key& k : keys) EXPECT_NE(t.lookup(k, hash_of(k), t0 + 999), nullptr);
+  for (const flow_key& k : keys) EXPECT_NE(t.lookup(k, hash_of(k), t0 + oldest + 999), nullptr);
 
   // Once the oldest established flow is protect_established_ms old it may go.
-  flow_table::insert_result r = t.insert(n1, hash_of(n1), t0 + flow_table::protect_established_ms);
+  flow_table::insert_result r =
+      t.insert(n1, hash_of(n1), t0 + oldest + flow_table::protect_established_ms);
   ASSERT_NE(r.entry, nullptr);
   r.entry->state = tcp_state::udp;
   EXPECT_TRUE(r.evicted);
-  EXPECT_EQ(r.displaced.key, keys[0]);
+  EXPECT_EQ(r.displaced.key, keys[oldest]);
   EXPECT_EQ(t.stats().evictions, 1u);
   EXPECT_EQ(t.size(), 16u);
 
-  // The next oldest (keys[1], seen at t0+1) is 999 ms old at t0+1000: protected again.
-  const flow_key n2 = make_key(101, false, rng);
-  EXPECT_EQ(t.insert(n2, hash_of(n2), t0 + 1'000).entry, nullptr);
+  // The next oldest of that bucket is 999 ms old: protected again.
+  const flow_key n2 = key_with_first_bucket(t, first, 1'000, rng);
+  EXPECT_EQ(t.insert(n2, hash_of(n2), t0 + next + 999).entry, nullptr);
   EXPECT_EQ(t.stats().failed_inserts, 3u);
 
   // A recent non-established flow as the oldest is evictable.
@@ -736,16 +754,23 @@ TEST_F(FlowTable, RecentEstablishedFlowsAreProtected) {
   std::vector<flow_key> ukeys;
   for (uint32_t i = 0; i < 16; ++i) {
     ukeys.push_back(make_key(200 + i, false, rng));
-    ASSERT_NE(put(u, ukeys.back(), t0 + i, i == 0 ? tcp_state::syn_seen : tcp_state::established),
-              nullptr);
+    ASSERT_NE(put(u, ukeys.back(), t0 + i, tcp_state::established), nullptr);
   }
-  r = u.insert(n2, hash_of(n2), t0 + 100);
+  const flow_key n3 = key_with_first_bucket(u, first, 2'000, rng);
+  residents.clear();
+  for (uint32_t i = 0; i < 16; ++i)
+    if (in_bucket(u, first, ukeys[i])) residents.push_back(i);
+  ASSERT_EQ(residents.size(), 8u);
+  flow_entry* syn = u.lookup(ukeys[residents[0]], hash_of(ukeys[residents[0]]), t0 + 50);
+  ASSERT_NE(syn, nullptr);
+  syn->state = tcp_state::syn_seen;
+  r = u.insert(n3, hash_of(n3), t0 + 100);
   ASSERT_NE(r.entry, nullptr);
-  EXPECT_EQ(r.displaced.key, ukeys[0]);
+  EXPECT_EQ(r.displaced.key, ukeys[residents[0]]);
   EXPECT_EQ(r.displaced.state, tcp_state::syn_seen);
   // Now the oldest is established and recent: even though it is old among them, it is kept.
-  const flow_key n3 = make_key(102, false, rng);
-  EXPECT_EQ(u.insert(n3, hash_of(n3), t0 + 200).entry, nullptr);
+  const flow_key n4 = key_with_first_bucket(u, first, 3'000, rng);
+  EXPECT_EQ(u.insert(n4, hash_of(n4), t0 + 200).entry, nullptr);
   EXPECT_EQ(u.stats().failed_inserts, 1u);
 }
 
