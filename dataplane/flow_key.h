@@ -1,6 +1,7 @@
 // The 5-tuple that identifies a flow, laid out for hashing and memcmp (no padding holes).
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -52,6 +53,42 @@ inline stored_flow_key make_stored_key(const flow_key& k, uint16_t vip_id) {
   const uint64_t tail = uint64_t{k.src_port} | uint64_t{k.dst_port} << 16 | uint64_t{vip_id} << 32;
   std::memcpy(reinterpret_cast<unsigned char*>(&s) + offsetof(stored_flow_key, client_port), &tail,
               sizeof tail);
+  return s;
+}
+
+// The stored key as three 64-bit words (client address low and high, then ports, VIP id and
+// pad): the worker builds them in registers from the frame and hashes them without reading its
+// own stores back (a 16-byte load of an address written by narrower stores stalls forwarding).
+struct stored_key_words {
+  uint64_t client_lo;
+  uint64_t client_hi;
+  uint64_t tail;
+};
+
+inline stored_key_words key_words(const ip_address& client, uint16_t client_port,
+                                  uint16_t vip_port, uint16_t vip_id) {
+  stored_key_words w;
+  std::memcpy(&w.client_lo, client.bytes, 8);
+  std::memcpy(&w.client_hi, client.bytes + 8, 8);
+  w.tail = uint64_t{client_port} | uint64_t{vip_port} << 16 | uint64_t{vip_id} << 32;
+  return w;
+}
+
+// An IPv4 client (network-order address): the IPv4-mapped form, as ip_address stores it.
+inline stored_key_words key_words_v4(uint32_t client_be, uint16_t client_port, uint16_t vip_port,
+                                     uint16_t vip_id) {
+  static_assert(std::endian::native == std::endian::little);
+  return stored_key_words{0, uint64_t{0xffff0000u} | uint64_t{client_be} << 32,
+                          uint64_t{client_port} | uint64_t{vip_port} << 16 |
+                              uint64_t{vip_id} << 32};
+}
+
+inline stored_flow_key to_stored_key(const stored_key_words& w) {
+  static_assert(offsetof(stored_flow_key, client) == 0 &&
+                offsetof(stored_flow_key, client_port) == 16 &&
+                offsetof(stored_flow_key, vip_port) == 18 && offsetof(stored_flow_key, vip_id) == 20);
+  stored_flow_key s;
+  std::memcpy(reinterpret_cast<unsigned char*>(&s), &w, sizeof w);
   return s;
 }
 

@@ -244,8 +244,17 @@ struct worker::burst {
   b.port->peer_mac = eth->src_addr;
   b.port->peer_has_vlan = p.has_vlan;
   b.port->peer_vlan = p.vlan_tci;
-  b.keys[i] = make_stored_key(p.key, l->vip_id);
-  b.hashes[i] = hash_flow_key(b.keys[i], flow_table_seed);
+  // The stored key from the frame in registers, hashed before it is stored.
+  stored_key_words w;
+  if (p.ip_version == 4) {
+    uint32_t src_be;
+    std::memcpy(&src_be, frame + p.l3_offset + 12, 4);
+    w = key_words_v4(src_be, p.key.src_port, p.key.dst_port, l->vip_id);
+  } else {
+    w = key_words(p.key.src, p.key.src_port, p.key.dst_port, l->vip_id);
+  }
+  b.keys[i] = to_stored_key(w);
+  b.hashes[i] = hash_key_words(w, flow_table_seed);
   b.probes[i] = flows_.probe_for(b.hashes[i]);
   flows_.prefetch(b.probes[i]);
 }

@@ -100,6 +100,37 @@ std::vector<flow_key> fill_completely(flow_table& t, uint32_t now, tcp_state s) 
 
 // Runs first in file order, before any test starts EAL: the table then falls back to
 // aligned_alloc. Whatever the order, the memory source must follow whether EAL is up.
+// The worker builds stored keys as words in registers (key_words_v4 / key_words) and hashes
+// them directly: both must give exactly what make_stored_key and hash_flow_key give, or flows
+// would be looked up under a different key or bucket than the one they were stored with.
+TEST(StoredKeyWords, MatchMakeStoredKeyAndItsHash) {
+  std::mt19937 rng(5);
+  for (int i = 0; i < 2000; ++i) {
+    tandem::flow_key k;
+    const bool v6 = i % 3 == 0;
+    if (v6) {
+      for (auto& b : k.src.bytes) b = static_cast<uint8_t>(rng());
+    } else {
+      k.src = ip_address::from_v4_be(static_cast<uint32_t>(rng()));
+    }
+    k.dst = ip_address::from_v4_be(static_cast<uint32_t>(rng()));
+    k.src_port = static_cast<uint16_t>(rng());
+    k.dst_port = static_cast<uint16_t>(rng());
+    k.proto = 6;
+    const uint16_t vip_id = static_cast<uint16_t>(rng());
+    const stored_flow_key want = make_stored_key(k, vip_id);
+    stored_key_words w = key_words(k.src, k.src_port, k.dst_port, vip_id);
+    if (!v6) {
+      const stored_key_words w4 = key_words_v4(k.src.v4_be(), k.src_port, k.dst_port, vip_id);
+      ASSERT_EQ(std::memcmp(&w4, &w, sizeof w), 0) << i;
+      w = w4;
+    }
+    ASSERT_EQ(to_stored_key(w), want) << i;
+    ASSERT_EQ(hash_key_words(w, flow_table_seed), hash_flow_key(want, flow_table_seed)) << i;
+    ASSERT_EQ(hash_key_words(w, 12345u), hash_flow_key(want, 12345u)) << i;
+  }
+}
+
 TEST(FlowTableNoEal, WorksWithOrWithoutEal) {
   flow_table t(100);
   EXPECT_EQ(access::from_rte(t), rte_lcore_count() > 0);
