@@ -10,6 +10,9 @@ the ratios of intervals taken at the same time.
 
   python3 perf/ab_interleaved.py --a build-base/perf/bench_worker --b build/perf/bench_worker \\
       --scenario 1m --seconds 30
+  # SYN-only against steady state, same build, same machine conditions:
+  python3 perf/ab_interleaved.py --a build/perf/bench_worker --b build/perf/bench_worker \\
+      --scenario 1m --scenario-b syn4m --seconds 30
 """
 
 import argparse
@@ -21,7 +24,7 @@ import sys
 import time
 
 SCENARIOS = {  # pcap name, flows, table slots
-    "64k": ("tcp64_ack_65536.pcap", 65536, 81920),
+    "64k": ("tcp64_ack_65536.pcap", 65536, 1310720),  # the daemon default, as bench_throughput
     "1m": ("tcp64_ack_1048576.pcap", 1048576, 1310720),
     "syn4m": ("tcp64_syn_4194304.pcap", 4194304, 1310720),
 }
@@ -33,6 +36,9 @@ def main():
     ap.add_argument("--a", required=True, help="baseline bench_worker binary")
     ap.add_argument("--b", required=True, help="candidate bench_worker binary")
     ap.add_argument("--scenario", default="1m", choices=sorted(SCENARIOS))
+    ap.add_argument("--scenario-b", choices=sorted(SCENARIOS),
+                    help="run B on another scenario (same binary for both: e.g. SYN-only against "
+                         "steady state under the same machine conditions)")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--turn-ms", type=int, default=250)
     ap.add_argument("--out-dir", default="/tmp/tandem-perf", help="where gen_pcap's files are")
@@ -40,18 +46,22 @@ def main():
     ap.add_argument("--config", default=os.path.join(here, "configs", "bench.yaml"))
     args = ap.parse_args()
 
-    name, flows, table = SCENARIOS[args.scenario]
-    pcap = os.path.join(args.out_dir, name)
-    if not os.path.exists(pcap):
-        sys.exit(f"{pcap} missing: run perf/bench_throughput.py once (it generates the pcaps)")
-    mbufs = flows + 32768
-    mem = (mbufs * 448 + table * 50) // (1 << 20) + 256
+    def scenario(key):
+        name, flows, table = SCENARIOS[key]
+        pcap = os.path.join(args.out_dir, name)
+        if not os.path.exists(pcap):
+            sys.exit(f"{pcap} missing: run perf/bench_throughput.py once (it generates the pcaps)")
+        mbufs = flows + 32768
+        mem = (mbufs * 448 + table * 50) // (1 << 20) + 256
+        return pcap, flows, table, mbufs, mem
+
     turn = f"/dev/shm/tandem_ab_turn_{os.getpid()}"
     with open(turn, "wb") as f:
         f.write(b"a")
     interval_ms = 2 * args.turn_ms
 
-    def start(binary, tid):
+    def start(binary, tid, key):
+        pcap, flows, table, mbufs, mem = scenario(key)
         cmd = [binary, "-l", "0-1", "--huge-dir", args.huge, "--huge-unlink", "-m", str(mem),
                "--no-pci", "--file-prefix", f"tandem_ab_{os.getpid()}_{tid}",
                "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error",
@@ -61,7 +71,8 @@ def main():
                "--interval-ms", str(interval_ms), "--turn-file", turn, "--turn-id", tid]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    procs = {"a": start(args.a, "a"), "b": start(args.b, "b")}
+    procs = {"a": start(args.a, "a", args.scenario),
+             "b": start(args.b, "b", args.scenario_b or args.scenario)}
     current = "a"
     try:
         while any(p.poll() is None for p in procs.values()):
@@ -83,7 +94,8 @@ def main():
     n = min(len(rates["a"]), len(rates["b"]))
     ratios = sorted(b / a for a, b in zip(rates["a"][:n], rates["b"][:n]) if a > 0)
     ma, mb = statistics.median(rates["a"]), statistics.median(rates["b"])
-    print(f"{args.scenario}: A {ma:.2f} Mpps/on-CPU s, B {mb:.2f}; B/A median of paired intervals "
+    label = args.scenario + (f" / B {args.scenario_b}" if args.scenario_b else "")
+    print(f"{label}: A {ma:.2f} Mpps/on-CPU s, B {mb:.2f}; B/A median of paired intervals "
           f"{statistics.median(ratios):.3f} (quartiles {ratios[len(ratios) // 4]:.3f}..{ratios[3 * len(ratios) // 4]:.3f}, "
           f"{len(ratios)} intervals)")
 
