@@ -16,10 +16,10 @@ import argparse
 import json
 import os
 import re
-import select
 import signal
 import statistics
 import subprocess
+import threading
 import sys
 import time
 
@@ -105,18 +105,15 @@ def run_testpmd(args, sc, mode, rep):
     samples = []  # (time, rx_packets, cpu_ns)
     pps = []
     rx_packets = None
-    deadline = time.monotonic() + args.seconds + 3 + 60  # + warm-up (pcap load) allowance
     log = []
+    # A blocking readline, with a timer to stop testpmd if it never gets going: select() on the
+    # pipe said "nothing to read" while lines sat in Python's own buffer, so a sample's CPU time
+    # could be read up to a second after testpmd printed its packet count (on-CPU rates off by
+    # up to 2x in either direction).
+    watchdog = threading.Timer(args.seconds + 3 + 60, proc.kill)  # + warm-up (pcap load) allowance
+    watchdog.start()
     try:
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([proc.stdout], [], [], 1.0)
-            if not r:
-                if proc.poll() is not None:
-                    break
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                break
+        for line in proc.stdout:
             log.append(line)
             m = re.search(r"RX-packets:\s+(\d+)", line)
             if m:
@@ -130,6 +127,7 @@ def run_testpmd(args, sc, mode, rep):
                 if len(pps) >= max(args.seconds, 2) + 2:
                     break
     finally:
+        watchdog.cancel()
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=15)
