@@ -175,7 +175,7 @@ void worker::end_flow(const flow_entry& e) {
 
 // One burst in flight through the three stages of process_burst.
 // Kept by the worker (not on the stack) so that starting a burst does not zero 4 KiB of arrays.
-struct worker::burst {
+struct alignas(64) worker::burst {
   const generation* gen = nullptr;
   port_state* port = nullptr;
   rte_mbuf** pkts = nullptr;

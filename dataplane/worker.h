@@ -56,7 +56,9 @@ struct flow_sample {
   flow_entry entries[max_flow_sample];
 };
 
-class worker {
+// Cache-line aligned, like its per-packet state (port_state, burst): two workers' objects on the
+// heap must not share a line, or every packet writes a line the other worker is using.
+class alignas(64) worker {
  public:
   worker(worker_options options, const generation_publisher& publisher, const ms_clock& clock);
   ~worker();
@@ -88,7 +90,7 @@ class worker {
   const flow_sample& sample() const { return *sample_; }
 
  private:
-  struct port_state {
+  struct alignas(64) port_state {
     worker_port port;
     rte_ether_addr peer_mac{};  // last source MAC seen on the port: where client resets go
     uint16_t peer_vlan = 0;
