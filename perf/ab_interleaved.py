@@ -24,6 +24,7 @@ import sys
 import time
 
 SCENARIOS = {  # pcap name, flows, table slots
+    "4k": ("tcp64_ack_4096.pcap", 4096, 8192),  # the test suite's smoke run
     "64k": ("tcp64_ack_65536.pcap", 65536, 1310720),  # the daemon default, as bench_throughput
     "1m": ("tcp64_ack_1048576.pcap", 1048576, 1310720),
     "syn4m": ("tcp64_syn_4194304.pcap", 4194304, 1310720),
@@ -42,15 +43,24 @@ def main():
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--turn-ms", type=int, default=250)
     ap.add_argument("--out-dir", default="/tmp/tandem-perf", help="where gen_pcap's files are")
-    ap.add_argument("--huge", default="/dev/hugepages")
+    ap.add_argument("--huge", default="/dev/hugepages",
+                    help="hugetlbfs mount; 'none' for --no-huge (the 1m A/B needs ~1.7 GB of "
+                         "hugepages, syn4m ~4.5 GB)")
+    ap.add_argument("--gen-pcap", help="perf/gen_pcap binary: generate a missing pcap")
     ap.add_argument("--config", default=os.path.join(here, "configs", "bench.yaml"))
     args = ap.parse_args()
 
     def scenario(key):
         name, flows, table = SCENARIOS[key]
         pcap = os.path.join(args.out_dir, name)
+        if not os.path.exists(pcap) and args.gen_pcap:
+            os.makedirs(args.out_dir, exist_ok=True)
+            subprocess.run([args.gen_pcap, "--out", pcap, "--flows", str(flows)]
+                           + (["--syn"] if "_syn_" in name else []),
+                           check=True, stdout=subprocess.DEVNULL)
         if not os.path.exists(pcap):
-            sys.exit(f"{pcap} missing: run perf/bench_throughput.py once (it generates the pcaps)")
+            sys.exit(f"{pcap} missing: run perf/bench_throughput.py once (it generates the pcaps)"
+                     " or pass --gen-pcap")
         mbufs = flows + 32768
         mem = (mbufs * 448 + table * 50) // (1 << 20) + 256
         return pcap, flows, table, mbufs, mem
@@ -62,8 +72,10 @@ def main():
 
     def start(binary, tid, key):
         pcap, flows, table, mbufs, mem = scenario(key)
-        cmd = [binary, "-l", "0-1", "--huge-dir", args.huge, "--huge-unlink", "-m", str(mem),
-               "--no-pci", "--file-prefix", f"tandem_ab_{os.getpid()}_{tid}",
+        memory = (["--no-huge"] if args.huge == "none"
+                  else ["--huge-dir", args.huge, "--huge-unlink"])
+        cmd = [binary, "-l", "0-1"] + memory + [
+               "-m", str(mem), "--no-pci", "--file-prefix", f"tandem_ab_{os.getpid()}_{tid}",
                "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error",
                "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "--",
                "--config", args.config, "--flow-table-size", str(table), "--mbufs", str(mbufs),
