@@ -57,7 +57,8 @@ inline uint32_t hash_flow_key(const stored_flow_key& k, uint32_t seed) {
   return mix32(crc32c_words<sizeof k>(&k, seed));
 }
 
-// hash_flow_key(to_stored_key(w), seed) from the words themselves.
+// hash_flow_key(to_stored_key(w), seed) from the words themselves, as three register operands
+// (crc32c_words on &w compiles to a store and three reloads here).
 inline uint32_t hash_key_words(const stored_key_words& w, uint32_t seed) {
 #if defined(__SSE4_2__)
   uint64_t crc = _mm_crc32_u64(seed, w.client_lo);

@@ -45,17 +45,6 @@ struct stored_flow_key {
 };
 static_assert(sizeof(stored_flow_key) == 24);
 
-inline stored_flow_key make_stored_key(const flow_key& k, uint16_t vip_id) {
-  stored_flow_key s;
-  s.client = k.src;
-  // Ports, id and pad as one 64-bit store: separate 16-bit stores followed by the table's 64-bit
-  // key compare/hash load stall store forwarding (measured: ~4 % of the worker's time).
-  const uint64_t tail = uint64_t{k.src_port} | uint64_t{k.dst_port} << 16 | uint64_t{vip_id} << 32;
-  std::memcpy(reinterpret_cast<unsigned char*>(&s) + offsetof(stored_flow_key, client_port), &tail,
-              sizeof tail);
-  return s;
-}
-
 // The stored key as three 64-bit words (client address low and high, then ports, VIP id and
 // pad): the worker builds them in registers from the frame and hashes them without reading its
 // own stores back (a 16-byte load of an address written by narrower stores stalls forwarding).
@@ -64,13 +53,19 @@ struct stored_key_words {
   uint64_t client_hi;
   uint64_t tail;
 };
+static_assert(sizeof(stored_key_words) == sizeof(stored_flow_key));
+
+// Ports, VIP id and zero pad as the key's third word.
+inline uint64_t key_tail(uint16_t client_port, uint16_t vip_port, uint16_t vip_id) {
+  return uint64_t{client_port} | uint64_t{vip_port} << 16 | uint64_t{vip_id} << 32;
+}
 
 inline stored_key_words key_words(const ip_address& client, uint16_t client_port,
                                   uint16_t vip_port, uint16_t vip_id) {
   stored_key_words w;
   std::memcpy(&w.client_lo, client.bytes, 8);
   std::memcpy(&w.client_hi, client.bytes + 8, 8);
-  w.tail = uint64_t{client_port} | uint64_t{vip_port} << 16 | uint64_t{vip_id} << 32;
+  w.tail = key_tail(client_port, vip_port, vip_id);
   return w;
 }
 
@@ -79,8 +74,7 @@ inline stored_key_words key_words_v4(uint32_t client_be, uint16_t client_port, u
                                      uint16_t vip_id) {
   static_assert(std::endian::native == std::endian::little);
   return stored_key_words{0, uint64_t{0xffff0000u} | uint64_t{client_be} << 32,
-                          uint64_t{client_port} | uint64_t{vip_port} << 16 |
-                              uint64_t{vip_id} << 32};
+                          key_tail(client_port, vip_port, vip_id)};
 }
 
 inline stored_flow_key to_stored_key(const stored_key_words& w) {
@@ -90,6 +84,10 @@ inline stored_flow_key to_stored_key(const stored_key_words& w) {
   stored_flow_key s;
   std::memcpy(reinterpret_cast<unsigned char*>(&s), &w, sizeof w);
   return s;
+}
+
+inline stored_flow_key make_stored_key(const flow_key& k, uint16_t vip_id) {
+  return to_stored_key(key_words(k.src, k.src_port, k.dst_port, vip_id));
 }
 
 }  // namespace tandem
