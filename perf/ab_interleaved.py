@@ -12,7 +12,9 @@ the ratios of intervals taken at the same time.
       --scenario 1m --seconds 30
   # SYN-only against steady state, same build, same machine conditions:
   python3 perf/ab_interleaved.py --a build/perf/bench_worker --b build/perf/bench_worker \\
-      --scenario 1m --scenario-b syn4m --seconds 30
+      --scenario 1m --scenario-b syn4m:syn --seconds 30
+
+Scenarios are written as for bench_throughput.py (FLOWS[:syn][:table=N]) and use its pcaps.
 """
 
 import argparse
@@ -23,12 +25,7 @@ import subprocess
 import sys
 import time
 
-SCENARIOS = {  # pcap name, flows, table slots
-    "4k": ("tcp64_ack_4096.pcap", 4096, 8192),  # the test suite's smoke run
-    "64k": ("tcp64_ack_65536.pcap", 65536, 1310720),  # the daemon default, as bench_throughput
-    "1m": ("tcp64_ack_1048576.pcap", 1048576, 1310720),
-    "syn4m": ("tcp64_syn_4194304.pcap", 4194304, 1310720),
-}
+from bench_throughput import MBUF_DATA_ROOM, Scenario, ensure_pcap, memory_mb  # perf/ is on sys.path
 
 
 def main():
@@ -36,34 +33,31 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", required=True, help="baseline bench_worker binary")
     ap.add_argument("--b", required=True, help="candidate bench_worker binary")
-    ap.add_argument("--scenario", default="1m", choices=sorted(SCENARIOS))
-    ap.add_argument("--scenario-b", choices=sorted(SCENARIOS),
+    ap.add_argument("--scenario", default="1m", help="FLOWS[:syn][:table=N], as bench_throughput.py")
+    ap.add_argument("--scenario-b",
                     help="run B on another scenario (same binary for both: e.g. SYN-only against "
                          "steady state under the same machine conditions)")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--turn-ms", type=int, default=250)
     ap.add_argument("--out-dir", default="/tmp/tandem-perf", help="where gen_pcap's files are")
     ap.add_argument("--huge", default="/dev/hugepages",
-                    help="hugetlbfs mount; 'none' for --no-huge (the 1m A/B needs ~1.7 GB of "
-                         "hugepages, syn4m ~4.5 GB)")
+                    help="hugetlbfs mount; 'none' for --no-huge (the 1m A/B needs ~1.8 GB of "
+                         "hugepages, syn4m:syn ~4.8 GB)")
     ap.add_argument("--gen-pcap", help="perf/gen_pcap binary: generate a missing pcap")
     ap.add_argument("--config", default=os.path.join(here, "configs", "bench.yaml"))
     args = ap.parse_args()
 
-    def scenario(key):
-        name, flows, table = SCENARIOS[key]
-        pcap = os.path.join(args.out_dir, name)
-        if not os.path.exists(pcap) and args.gen_pcap:
+    def scenario(spec):
+        sc = Scenario(spec)
+        pcap = sc.pcap(args.out_dir)
+        if args.gen_pcap:
             os.makedirs(args.out_dir, exist_ok=True)
-            subprocess.run([args.gen_pcap, "--out", pcap, "--flows", str(flows)]
-                           + (["--syn"] if "_syn_" in name else []),
-                           check=True, stdout=subprocess.DEVNULL)
+            ensure_pcap(args.gen_pcap, pcap, sc)
         if not os.path.exists(pcap):
             sys.exit(f"{pcap} missing: run perf/bench_throughput.py once (it generates the pcaps)"
                      " or pass --gen-pcap")
-        mbufs = flows + 32768
-        mem = (mbufs * 448 + table * 50) // (1 << 20) + 256
-        return pcap, flows, table, mbufs, mem
+        mem, mbufs = memory_mb(sc.flows, sc.table)
+        return pcap, sc.flows, sc.table, mbufs, mem
 
     turn = f"/dev/shm/tandem_ab_turn_{os.getpid()}"
     with open(turn, "wb") as f:
@@ -79,7 +73,7 @@ def main():
                "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error",
                "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "--",
                "--config", args.config, "--flow-table-size", str(table), "--mbufs", str(mbufs),
-               "--data-room", "256", "--warmup-packets", str(flows), "--seconds", str(args.seconds),
+               "--data-room", str(MBUF_DATA_ROOM), "--warmup-packets", str(flows), "--seconds", str(args.seconds),
                "--interval-ms", str(interval_ms), "--turn-file", turn, "--turn-id", tid]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
