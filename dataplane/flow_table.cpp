@@ -30,7 +30,8 @@ constexpr uint32_t second_hop_budget = 16;
 
 }  // namespace
 
-flow_table::flow_table(size_t capacity, flow_timeouts timeouts) : timeouts_(timeouts) {
+flow_table::flow_table(size_t capacity, flow_timeouts timeouts) {
+  set_timeouts(timeouts);
   const size_t wanted = capacity / bucket_entries + (capacity % bucket_entries != 0);
   if (wanted > max_buckets) throw std::length_error("flow_table: capacity too large");
   const size_t buckets = wanted < 2 ? 2 : wanted + (wanted & 1);  // even: see pair_sum
@@ -102,7 +103,7 @@ void flow_table::lookup_bulk(const stored_flow_key* const* keys, const uint32_t*
         }
       }
       if (found != nullptr &&
-          (found->state == tcp_state::empty || is_expired(*found, now_ms, timeouts_)))
+          (found->state == tcp_state::empty || expired(*found, now_ms)))
         found = nullptr;
       out[base + i] = found;
     }
@@ -123,7 +124,7 @@ flow_table::insert_result flow_table::insert(const stored_flow_key& key, uint32_
   if (slot == nullptr) slot = find_in(bb, sig, key);
   if (slot != nullptr) {
     // Live only if the caller broke the "not present" contract; still report it as displaced.
-    if (slot->state == tcp_state::empty || is_expired(*slot, now_ms, timeouts_))
+    if (slot->state == tcp_state::empty || expired(*slot, now_ms))
       ++stats_.expired;
     else
       ++stats_.evictions;
@@ -160,7 +161,7 @@ flow_table::insert_result flow_table::insert(const stored_flow_key& key, uint32_
             oldest_age = age;
             oldest = e;
           }
-          if (age > oldest_expired_age && is_expired(*e, now_ms, timeouts_)) {
+          if (age > oldest_expired_age && expired(*e, now_ms)) {
             oldest_expired_age = age;
             oldest_expired = e;
           }

@@ -16,6 +16,7 @@
 
 #include <rte_prefetch.h>
 
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -152,7 +153,11 @@ class flow_table {
   size_t size() const { return size_; }
   const flow_table_stats& stats() const { return stats_; }
   const flow_timeouts& timeouts() const { return timeouts_; }
-  void set_timeouts(const flow_timeouts& t) { timeouts_ = t; }
+  void set_timeouts(const flow_timeouts& t) {
+    timeouts_ = t;
+    for (uint32_t s = 0; s < state_timeout_.size(); ++s)
+      state_timeout_[s] = t.for_state(static_cast<tcp_state>(s));
+  }
 
   // Where a hash lives: its two candidate buckets and its signature, computed once per packet.
   struct probe {
@@ -174,15 +179,22 @@ class flow_table {
   void prefetch(uint32_t hash) const { prefetch(probe_for(hash)); }
   // Second stage, once the signature lines are in cache: prefetches the matching entries (the
   // entry whose signature matches is almost always the flow), so the key compare in lookup()
-  // does not wait for memory.
-  void prefetch_entries(const probe& p) const {
+  // does not wait for memory. Returns the first of them (bucket a's before b's) as a hint for
+  // lookup(): nullptr when neither bucket has the signature.
+  flow_entry* prefetch_entries(const probe& p) const {
     using flow_table_detail::match_mask;
-    if (const uint32_t m = match_mask(sigs_of(p.a), p.sig); m != 0)
-      flow_table_detail::prefetch_entry(entry_at(p.a, static_cast<uint32_t>(std::countr_zero(m))));
-    if (const uint32_t m = match_mask(sigs_of(p.b), p.sig); m != 0)
-      flow_table_detail::prefetch_entry(entry_at(p.b, static_cast<uint32_t>(std::countr_zero(m))));
+    flow_entry* hint = nullptr;
+    if (const uint32_t m = match_mask(sigs_of(p.b), p.sig); m != 0) {
+      hint = entry_at(p.b, static_cast<uint32_t>(std::countr_zero(m)));
+      flow_table_detail::prefetch_entry(hint);
+    }
+    if (const uint32_t m = match_mask(sigs_of(p.a), p.sig); m != 0) {
+      hint = entry_at(p.a, static_cast<uint32_t>(std::countr_zero(m)));
+      flow_table_detail::prefetch_entry(hint);
+    }
+    return hint;
   }
-  void prefetch_entries(uint32_t hash) const { prefetch_entries(probe_for(hash)); }
+  flow_entry* prefetch_entries(uint32_t hash) const { return prefetch_entries(probe_for(hash)); }
   // Every line of the key's first bucket: an insert into two full buckets reads its 8 entries'
   // ages to pick a victim, and fetched one by one they cost several memory round trips per new
   // flow.
@@ -200,9 +212,19 @@ class flow_table {
     flow_entry* e = find_in(p.a, p.sig, key);
     if (e == nullptr) e = find_in(p.b, p.sig, key);
     // Insert keeps a key in at most one slot, so a found-but-expired entry means "absent".
-    if (e == nullptr || e->state == tcp_state::empty || is_expired(*e, now_ms, timeouts_))
-      return nullptr;
+    if (e == nullptr || e->state == tcp_state::empty || expired(*e, now_ms)) return nullptr;
     return e;
+  }
+  // lookup() given prefetch_entries()'s hint, taken before other inserts and removals may have
+  // moved entries: a live slot holding the key is the key's only slot, so a hint whose key
+  // matches and whose slot is in use is the answer without matching signatures again; anything
+  // else is looked up in full.
+  flow_entry* lookup(const stored_flow_key& key, const probe& p, flow_entry* hint,
+                     uint32_t now_ms) {
+    if (hint == nullptr || !flow_table_detail::key_equal(hint->key, key) ||
+        hint->state == tcp_state::empty)
+      return lookup(key, p, now_ms);
+    return expired(*hint, now_ms) ? nullptr : hint;
   }
   flow_entry* lookup(const stored_flow_key& key, uint32_t hash, uint32_t now_ms) {
     return lookup(key, probe_for(hash), now_ms);
@@ -264,6 +286,11 @@ class flow_table {
     return static_cast<uint16_t>(((hash * 0x9e3779b1u) >> 16) | 1);
   }
   uint16_t* sigs_of(uint32_t bucket) const { return sigs_ + size_t{bucket} * bucket_entries; }
+  // is_expired() with the state's timeout from a table instead of a switch.
+  bool expired(const flow_entry& e, uint32_t now_ms) const {
+    return static_cast<int32_t>(now_ms - e.last_seen_ms) >
+           static_cast<int32_t>(state_timeout_[static_cast<uint8_t>(e.state) & 7]);
+  }
   flow_entry* entry_at(uint32_t bucket, uint32_t i) const {
     return &entries_[size_t{bucket} * bucket_entries + i];
   }
@@ -283,6 +310,7 @@ class flow_table {
   size_t size_ = 0;
   size_t scan_pos_ = 0;
   flow_timeouts timeouts_;
+  std::array<uint32_t, 8> state_timeout_{};  // timeouts_.for_state(s) by tcp_state value
   flow_table_stats stats_;
   uint16_t* sigs_ = nullptr;       // bucket_entries per bucket; 0 = empty slot
   flow_entry* entries_ = nullptr;  // bucket_count_ * bucket_entries
@@ -311,7 +339,7 @@ uint32_t flow_table::scan_step(uint32_t budget, F&& visit) {
 template <typename F>
 uint32_t flow_table::expire_step(uint32_t now_ms, uint32_t budget, F&& on_expire) {
   return scan_step(budget, [&](flow_entry& e) {
-    if (!is_expired(e, now_ms, timeouts_)) return false;
+    if (!expired(e, now_ms)) return false;
     on_expire(static_cast<const flow_entry&>(e));
     ++stats_.expired;
     return true;

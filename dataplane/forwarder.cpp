@@ -108,14 +108,6 @@ drop_reason encapsulate(rte_mbuf* m, const parsed_packet& p, const backend_info&
 
 }  // namespace
 
-drop_reason forward_l2(rte_mbuf* m, const parsed_packet& /*p*/, const backend_info& b,
-                       const rte_ether_addr& port_mac) {
-  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
-  rte_ether_addr_copy(&b.mac, &eth->dst_addr);
-  rte_ether_addr_copy(&port_mac, &eth->src_addr);
-  return drop_reason::none;
-}
-
 drop_reason encap_ipip(rte_mbuf* m, const parsed_packet& p, const backend_info& b,
                        const dataplane_settings& s, const rte_ether_addr& port_mac) {
   return encapsulate(m, p, b, s, port_mac, false, 0);

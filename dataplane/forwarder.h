@@ -21,8 +21,14 @@
 namespace tandem {
 
 // Returns drop_reason::none, or no_headroom when the outer headers do not fit (mbuf untouched).
-drop_reason forward_l2(rte_mbuf* m, const parsed_packet& p, const backend_info& b,
-                       const rte_ether_addr& port_mac);
+// l2 is inline: it is two MAC stores, and the worker's common case.
+inline drop_reason forward_l2(rte_mbuf* m, const parsed_packet& /*p*/, const backend_info& b,
+                              const rte_ether_addr& port_mac) {
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  rte_ether_addr_copy(&b.mac, &eth->dst_addr);
+  rte_ether_addr_copy(&port_mac, &eth->src_addr);
+  return drop_reason::none;
+}
 drop_reason encap_ipip(rte_mbuf* m, const parsed_packet& p, const backend_info& b,
                        const dataplane_settings& s, const rte_ether_addr& port_mac);
 drop_reason encap_gue(rte_mbuf* m, const parsed_packet& p, const backend_info& b,

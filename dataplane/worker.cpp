@@ -157,6 +157,7 @@ void worker::on_generation(const generation& gen) {
     }
   }
   if (!armed) flush_from_ms_ = flush_until_ms_ = 0;
+  flush_armed_ = armed;
   last_generation_ = gen.number;
   __atomic_store_n(&counters_->generation_seen, gen.number, __ATOMIC_RELAXED);
 }
@@ -180,11 +181,13 @@ struct alignas(64) worker::burst {
   port_state* port = nullptr;
   rte_mbuf** pkts = nullptr;
   uint32_t now_ms = 0;
+  bool check_flush = false;  // a drain flush may be due: look at each flow's deadline
   parsed_packet parsed[burst_size];
   const listener* listeners[burst_size];
   stored_flow_key keys[burst_size];  // the flow-table key: client, ports, VIP id
   uint32_t hashes[burst_size];
   flow_table::probe probes[burst_size];
+  flow_entry* hints[burst_size];  // prefetch_flow's signature match, for lookup
   rte_mbuf* tx[burst_size * 2];
   uint16_t ntx = 0;
   uint64_t rx_bytes = 0;
@@ -263,10 +266,12 @@ struct alignas(64) worker::burst {
 // A SYN into a nearly full table will look for a victim in its first bucket: fetch all of it.
 [[gnu::always_inline]] inline void worker::prefetch_flow(burst& b, uint16_t i) {
   if (b.pkts[i] == nullptr) return;
-  if (unlikely(flows_.nearly_full()) && is_syn_only(b.parsed[i]))
+  if (unlikely(flows_.nearly_full()) && is_syn_only(b.parsed[i])) {
     flows_.prefetch_victims(b.probes[i]);
-  else
-    flows_.prefetch_entries(b.probes[i]);
+    b.hints[i] = nullptr;
+  } else {
+    b.hints[i] = flows_.prefetch_entries(b.probes[i]);
+  }
 }
 
 // Stage 3: flow lookup, choice of colour and backend, rewrite.
@@ -282,10 +287,10 @@ struct alignas(64) worker::burst {
   const bool tcp = p.key.proto == IPPROTO_TCP;
 
   const stored_flow_key& key = b.keys[i];
-  flow_entry* e = flows_.lookup(key, b.probes[i], now_ms);
+  flow_entry* e = flows_.lookup(key, b.probes[i], b.hints[i], now_ms);
   if (e != nullptr) {
     bool restart = e->service_id != svc.id;
-    if (!restart && flush_due(svc, *e, now_ms)) {
+    if (b.check_flush && !restart && flush_due(svc, *e, now_ms)) {
       // The drain deadline of this flow's colour has passed.
       if (svc.flush[static_cast<size_t>(e->flow_colour)].action == drain_action::reset && tcp) {
         reset_flow(gen, svc, *e, now_ms);
@@ -396,6 +401,7 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
   b.port = &ports_[port_index];
   b.pkts = pkts;
   b.now_ms = now_ms;
+  b.check_flush = flush_armed_ && static_cast<int32_t>(now_ms - flush_from_ms_) >= 0;
   b.ntx = 0;
   b.rx_bytes = 0;
   b.last_listener = nullptr;

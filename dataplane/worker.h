@@ -125,6 +125,9 @@ class alignas(64) worker {
   // scanning. flush_from_ms_ == flush_until_ms_ when none is armed.
   uint32_t flush_from_ms_ = 0;
   uint32_t flush_until_ms_ = 0;
+  // Some service has a drain flush (expire/reset) in this generation: before its first
+  // deadline, and with none, packets skip the per-flow deadline check.
+  bool flush_armed_ = false;
   // Sample mailbox: the control thread bumps request_seq_ after filling request_; the worker
   // fills sample_ and then stores done_seq_ = request_seq_ (release).
   flow_sample_request request_;

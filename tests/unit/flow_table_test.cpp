@@ -29,6 +29,9 @@ struct flow_table_test_access {
   }
   static uint16_t sig(const flow_table& t, uint32_t b, uint32_t i) { return t.sigs_[size_t{b} * flow_table::bucket_entries + i]; }
   static bool from_rte(const flow_table& t) { return t.mem_from_rte_; }
+  static flow_entry* slot(flow_table& t, uint32_t b, uint32_t i) {
+    return &t.entries_[size_t{b} * flow_table::bucket_entries + i];
+  }
 };
 
 namespace {
@@ -684,6 +687,41 @@ TEST_F(FlowTable, FullBucketsMoveAResidentOneHop) {
   EXPECT_EQ(t.stats().evictions, 1u);
   EXPECT_EQ(used_slots(t, 2), 0u);
   EXPECT_EQ(used_slots(t, 3), 1u);  // x only
+}
+
+// The worker looks a key up with the entry its signature matched a few packets earlier; inserts
+// and removals in between may have moved the key, freed that slot or given it to another key.
+TEST_F(FlowTable, StaleHintsStillFindTheKey) {
+  flow_timeouts to;
+  to.udp_ms = 50;
+  flow_table t(32, to);  // 4 buckets
+  std::mt19937 rng(7);
+  const flow_key x = make_key(1, false, rng);
+  const uint32_t hx = hash_for(t, 0, 3, rng);
+  const flow_table::probe px = t.probe_for(hx);
+  flow_entry* e = put(t, x, 10, tcp_state::udp, hx);
+  ASSERT_NE(e, nullptr);
+  ASSERT_TRUE(in_bucket(t, 0, x));
+
+  // The matched entry itself: found, and expired exactly when lookup() says so.
+  EXPECT_EQ(t.prefetch_entries(px), e);
+  EXPECT_EQ(t.lookup(x, px, e, 60), e);
+  EXPECT_EQ(t.lookup(x, px, e, 61), nullptr);
+  EXPECT_EQ(t.lookup(x, px, nullptr, 20), e);
+
+  // A free slot still holding x's bytes (x moved away from it): not taken for x.
+  flow_entry* old = access::slot(t, 3, 5);
+  *old = *e;
+  old->state = tcp_state::empty;
+  EXPECT_EQ(t.lookup(x, px, old, 20), e);
+
+  // A slot now holding another key, and a slot of x's that was freed.
+  const flow_key y = make_key(2, true, rng);
+  flow_entry* ey = put(t, y, 10, tcp_state::udp, hash_for(t, 0, 3, rng));
+  ASSERT_NE(ey, nullptr);
+  EXPECT_EQ(t.lookup(x, px, ey, 20), e);
+  t.remove(e);
+  EXPECT_EQ(t.lookup(x, px, e, 20), nullptr);
 }
 
 TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
