@@ -73,7 +73,7 @@ worker::worker(worker_options options, const generation_publisher& publisher,
       counters_(std::make_unique<worker_counters>()),
       backend_counters_(std::make_unique<backend_counters>()),
       sample_(std::make_unique<flow_sample>()),
-      burst_(std::make_unique<burst>()) {
+      bursts_{std::make_unique<burst>(), std::make_unique<burst>()} {
   for (const worker_port& p : options_.ports) ports_.push_back(port_state{p, {}, 0, 0});
 }
 
@@ -90,15 +90,7 @@ uint32_t worker::poll_once(const rcu_reader& reader) {
   if (gen != nullptr) {
     if (gen->number != last_generation_) on_generation(*gen);
     const uint32_t now = clock_.now();
-    rte_mbuf* pkts[burst_size];
-    for (uint32_t i = 0; i < ports_.size(); ++i) {
-      const uint16_t n = rte_eth_rx_burst(ports_[i].port.port_id, ports_[i].port.queue, pkts,
-                                          burst_size);
-      if (n != 0) {
-        process_burst(*gen, i, pkts, n, now);
-        received += n;
-      }
-    }
+    for (uint32_t i = 0; i < ports_.size(); ++i) received += poll_port(*gen, i, now);
     scan(*gen, now);
   }
   if (unlikely(request_seq_.load(std::memory_order_acquire) !=
@@ -177,9 +169,11 @@ void worker::end_flow(const flow_entry& e) {
 // One burst in flight through the three stages of process_burst.
 // Kept by the worker (not on the stack) so that starting a burst does not zero 4 KiB of arrays.
 struct alignas(64) worker::burst {
+  rte_mbuf* rx[burst_size];  // poll_port's receive array
   const generation* gen = nullptr;
   port_state* port = nullptr;
   rte_mbuf** pkts = nullptr;
+  uint16_t n = 0;
   uint32_t now_ms = 0;
   bool check_flush = false;  // a drain flush may be due: look at each flow's deadline
   parsed_packet parsed[burst_size];
@@ -388,18 +382,20 @@ struct alignas(64) worker::burst {
   b.tx[b.ntx++] = m;
 }
 
-// The three stages run as a software pipeline, `lag` packets apart: packet i is classified while
-// packet i - lag has its entry prefetched and packet i - 2 lag is forwarded. Each packet's memory
-// accesses are then issued evenly among the other packets' work instead of 64 prefetches in a
-// row (which filled the core's miss buffers: a third of process_burst's samples sat on them).
-// Packets are still forwarded in order, so flow-table updates happen in arrival order.
-void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf** pkts,
-                           uint16_t n, uint32_t now_ms) {
+// A burst goes through three stages: classify (parse, listener, key, hash, prefetch the
+// signature lines), prefetch_flow `lag` packets later (prefetch the entry the signature points
+// at), and forward once every packet of the burst has been through the first two. The first two
+// run as a software pipeline so each packet's misses are issued among other packets' work (64
+// prefetches in a row filled the core's miss buffers). poll_port receives the next burst between
+// start_burst and finish_burst, so the entries' misses complete while the port copies the next
+// frames in. Packets are forwarded in arrival order, so flow-table updates happen in that order.
+void worker::start_burst(burst& b, const generation& gen, uint32_t port_index, rte_mbuf** pkts,
+                         uint16_t n, uint32_t now_ms) {
   if (gen.number != last_generation_) on_generation(gen);
-  burst& b = *burst_;
   b.gen = &gen;
   b.port = &ports_[port_index];
   b.pkts = pkts;
+  b.n = n;
   b.now_ms = now_ms;
   b.check_flush = flush_armed_ && static_cast<int32_t>(now_ms - flush_from_ms_) >= 0;
   b.ntx = 0;
@@ -408,22 +404,55 @@ void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf*
   constexpr uint16_t lag = 8;
 
   for (uint16_t i = 0; i < n && i < 4; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
-  for (uint32_t k = 0; k < uint32_t{n} + 2 * lag; ++k) {
+  for (uint32_t k = 0; k < uint32_t{n} + lag; ++k) {
     if (k < n) {
       if (k + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[k + 4], void*));
       classify(b, static_cast<uint16_t>(k));
     }
-    if (k >= lag && k - lag < n) prefetch_flow(b, static_cast<uint16_t>(k - lag));
-    if (k >= 2 * lag) forward(b, static_cast<uint16_t>(k - 2 * lag));
+    if (k >= lag) prefetch_flow(b, static_cast<uint16_t>(k - lag));
   }
-  bump(counters_->rx_packets, n);
-  bump(counters_->rx_bytes, b.rx_bytes);
+}
 
+void worker::finish_burst(burst& b) {
+  for (uint16_t i = 0; i < b.n; ++i) forward(b, i);
+  bump(counters_->rx_packets, b.n);
+  bump(counters_->rx_bytes, b.rx_bytes);
   if (b.ntx != 0) {
     const uint16_t sent = rte_eth_tx_burst(b.port->port.port_id, b.port->port.queue, b.tx, b.ntx);
     bump(counters_->tx_packets, sent);
     for (uint16_t i = sent; i < b.ntx; ++i) drop(b.tx[i], drop_reason::tx_full);
   }
+}
+
+void worker::process_burst(const generation& gen, uint32_t port_index, rte_mbuf** pkts,
+                           uint16_t n, uint32_t now_ms) {
+  start_burst(*bursts_[0], gen, port_index, pkts, n, now_ms);
+  finish_burst(*bursts_[0]);
+}
+
+// Up to this many bursts per port per loop, each received while the previous one's flow
+// entries are being fetched. All are finished before poll_once returns (and reports a
+// quiescent state), so nothing of the generation is held across loops.
+constexpr uint32_t max_chained_bursts = 8;
+
+uint32_t worker::poll_port(const generation& gen, uint32_t port_index, uint32_t now_ms) {
+  const worker_port& port = ports_[port_index].port;
+  burst* cur = bursts_[0].get();
+  burst* next = bursts_[1].get();
+  uint16_t n = rte_eth_rx_burst(port.port_id, port.queue, cur->rx, burst_size);
+  if (n == 0) return 0;
+  uint32_t received = n;
+  start_burst(*cur, gen, port_index, cur->rx, n, now_ms);
+  for (uint32_t k = 1; k < max_chained_bursts; ++k) {
+    n = rte_eth_rx_burst(port.port_id, port.queue, next->rx, burst_size);
+    finish_burst(*cur);
+    if (n == 0) return received;
+    received += n;
+    start_burst(*next, gen, port_index, next->rx, n, now_ms);
+    std::swap(cur, next);
+  }
+  finish_burst(*cur);
+  return received;
 }
 
 void worker::send_resets(const generation& gen, const service_entry& s, const flow_entry& e) {

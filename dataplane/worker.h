@@ -98,6 +98,11 @@ class alignas(64) worker {
   };
 
   struct burst;
+  // Receives and processes up to max_chained_bursts bursts from one port.
+  uint32_t poll_port(const generation& gen, uint32_t port_index, uint32_t now_ms);
+  void start_burst(burst& b, const generation& gen, uint32_t port_index, rte_mbuf** pkts,
+                   uint16_t n, uint32_t now_ms);
+  void finish_burst(burst& b);
   void classify(burst& b, uint16_t i);
   void prefetch_flow(burst& b, uint16_t i);
   void forward(burst& b, uint16_t i);
@@ -135,7 +140,7 @@ class alignas(64) worker {
   std::atomic<uint32_t> request_seq_{0};
   std::atomic<uint32_t> done_seq_{0};
   size_t sample_pos_ = 0;
-  std::unique_ptr<burst> burst_;  // process_burst's working arrays
+  std::unique_ptr<burst> bursts_[2];  // working arrays: one burst finishing, the next starting
 };
 
 }  // namespace tandem

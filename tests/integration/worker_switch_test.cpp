@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <rte_mbuf.h>
 
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -132,6 +133,42 @@ TEST_F(WorkerSwitchTest, EstablishedFlowsKeepBlueAfterSwitchNewFlowsGoGreen) {
 
 // Flow entries store a VIP id instead of the VIP address: the same client address and port to
 // two VIPs (and to one VIP over TCP and UDP) must still be separate flows, each pinned.
+// Under load the worker receives the next burst before it forwards the previous one (their
+// flow lookups overlap): a flow's first packet and its next ones in the following burst, or
+// the same burst, must still meet in the table, in order.
+TEST_F(WorkerSwitchTest, ChainedBurstsKeepFlowsTogetherAndInOrder) {
+  h_ = std::make_unique<dataplane_harness>(make_config());
+  constexpr int flows = 150;
+  std::vector<std::vector<uint8_t>> frames;
+  frames.push_back(build_frame(tcp(999, 41000, tcp_syn)));  // shifts pairs across burst edges
+  for (int i = 0; i < flows; ++i) {
+    frames.push_back(build_frame(tcp(i, 40000, tcp_syn)));
+    frames.push_back(build_frame(tcp(i, 40000, tcp_ack)));
+  }
+  for (int i = 0; i < flows; ++i) frames.push_back(build_frame(tcp(i, 40000, tcp_ack)));
+  ASSERT_GT(frames.size(), 8u * 32u);  // more than one poll's worth of chained bursts
+
+  const auto out = h_->exchange_queued(frames);
+  ASSERT_EQ(out.size(), frames.size());
+  for (size_t k = 0; k < out.size(); ++k) {
+    // In order: the client address and port of output k are those of input k.
+    ASSERT_EQ(std::memcmp(out[k].data() + 14 + 12, frames[k].data() + 14 + 12, 4), 0) << k;
+    ASSERT_EQ(std::memcmp(out[k].data() + 34, frames[k].data() + 34, 2), 0) << k;
+  }
+  const auto d = destinations(out);
+  std::set<std::pair<int, int>> used;
+  for (int i = 0; i < flows; ++i) {
+    const auto syn = d[1 + 2 * i];
+    EXPECT_EQ(syn.first, blue_c) << i;
+    EXPECT_EQ(d[2 + 2 * i], syn) << "ACK right after its SYN, flow " << i;
+    EXPECT_EQ(d[1 + 2 * flows + i], syn) << "later ACK, flow " << i;
+    used.insert(syn);
+  }
+  EXPECT_GT(used.size(), 1u);
+  EXPECT_EQ(read_counter(h_->counters().midflow_pickups), 0u) << "an ACK missed its SYN's entry";
+  EXPECT_EQ(h_->live_flows(0, colour::blue), flows + 1);
+}
+
 TEST_F(WorkerSwitchTest, SameClientPortToTwoVipsAreTwoFlows) {
   auto cfg = make_config();
   config::service api = web_service(0, 0);

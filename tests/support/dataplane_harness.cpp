@@ -5,6 +5,7 @@
 #include <rte_ethdev.h>
 #include <rte_launch.h>
 #include <rte_lcore.h>
+#include <rte_pause.h>
 
 #include <atomic>
 #include <string>
@@ -74,10 +75,39 @@ dataplane_harness::~dataplane_harness() {
   rte_ring_free(tx_);
 }
 
+// worker::run(), plus a hold for exchange_queued.
 int dataplane_harness::worker_main(void* self) {
   auto* h = static_cast<dataplane_harness*>(self);
-  h->worker_->run(h->stop_);
+  rcu_reader reader(*h->publisher_, h->worker_->index());
+  while (!h->stop_.load(std::memory_order_relaxed)) {
+    if (h->hold_.load(std::memory_order_acquire)) {
+      h->holding_.store(true, std::memory_order_release);
+      reader.quiescent();
+      rte_pause();
+      continue;
+    }
+    h->holding_.store(false, std::memory_order_relaxed);
+    h->worker_->poll_once(reader);
+  }
   return 0;
+}
+
+std::vector<std::vector<uint8_t>> dataplane_harness::exchange_queued(
+    const std::vector<std::vector<uint8_t>>& frames) {
+  if (frames.size() > 4000) throw std::invalid_argument("exchange_queued: at most 4000 frames");
+  hold_.store(true, std::memory_order_release);
+  wait_for([&] { return holding_.load(std::memory_order_acquire); });
+  for (const auto& f : frames) {
+    rte_mbuf* m = to_mbuf(pool_, f);
+    if (m == nullptr || rte_ring_enqueue(rx_, m) != 0) {
+      if (m != nullptr) rte_pktmbuf_free(m);
+      ADD_FAILURE() << "exchange_queued: cannot queue frame " << sent_;
+      break;
+    }
+    ++sent_;
+  }
+  hold_.store(false, std::memory_order_release);
+  return exchange({});
 }
 
 void dataplane_harness::publish(const config::daemon_config& cfg) {

@@ -32,6 +32,9 @@ class dataplane_harness {
   // Sends frames through the worker and returns what it transmitted, in order. Waits until
   // the worker has received all of them and the TX ring has gone quiet.
   std::vector<std::vector<uint8_t>> exchange(const std::vector<std::vector<uint8_t>>& frames);
+  // The same with every frame queued before the worker polls again (at most 4000 frames): one
+  // poll then finds many bursts waiting, as under load.
+  std::vector<std::vector<uint8_t>> exchange_queued(const std::vector<std::vector<uint8_t>>& frames);
 
   const worker_counters& counters() const { return worker_->counters(); }
   const backend_counters& backends() const { return worker_->backends(); }
@@ -55,6 +58,8 @@ class dataplane_harness {
   std::unique_ptr<generation_publisher> publisher_;
   std::unique_ptr<worker> worker_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> hold_{false};     // test: the worker stops polling (stays quiescent)
+  std::atomic<bool> holding_{false};  // worker: it is not inside poll_once
   uint64_t sent_ = 0;
 };
 
