@@ -100,9 +100,10 @@ class alignas(64) worker {
   struct burst;
   // Receives and processes up to max_chained_bursts bursts from one port.
   uint32_t poll_port(const generation& gen, uint32_t port_index, uint32_t now_ms);
-  void start_burst(burst& b, const generation& gen, uint32_t port_index, rte_mbuf** pkts,
+  void begin_burst(burst& b, const generation& gen, uint32_t port_index, rte_mbuf** pkts,
                    uint16_t n, uint32_t now_ms);
-  void finish_burst(burst& b);
+  void run_stages(burst& b, bool forward_too);
+  void finish_burst(burst& b, bool forward_all);
   void classify(burst& b, uint16_t i);
   void prefetch_flow(burst& b, uint16_t i);
   void forward(burst& b, uint16_t i);
