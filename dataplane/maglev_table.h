@@ -40,6 +40,13 @@ class maglev_table {
     return entries_[static_cast<uint32_t>((static_cast<uint64_t>(hash) * entries_.size()) >> 32)];
   }
 
+  // Fetches the entry lookup(hash) will read: a new flow's lookup, 256 KiB into a table that a
+  // SYN flood's victim searches keep evicting from L2, cost ~7 % of SYN-only time.
+  void prefetch(uint32_t hash) const {
+    if (!entries_.empty())
+      __builtin_prefetch(&entries_[static_cast<uint32_t>((static_cast<uint64_t>(hash) * entries_.size()) >> 32)]);
+  }
+
   bool empty() const { return entries_.empty(); }
   uint32_t size() const { return static_cast<uint32_t>(entries_.size()); }
   const std::vector<uint32_t>& entries() const { return entries_; }

@@ -105,6 +105,7 @@ class alignas(64) worker {
   void run_stages(burst& b, bool forward_too);
   void finish_burst(burst& b, bool forward_all);
   void classify(burst& b, uint16_t i);
+  void choose_for_new_flow(burst& b, uint16_t i);
   void prefetch_flow(burst& b, uint16_t i);
   void forward(burst& b, uint16_t i);
   void on_generation(const generation& gen);
