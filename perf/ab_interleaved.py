@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from bench_throughput import MBUF_DATA_ROOM, Scenario, ensure_pcap, memory_mb  # perf/ is on sys.path
+from bench_throughput import MBUF_DATA_ROOM, Scenario, existing_pcap, memory_mb  # perf/ is on sys.path
 
 
 def main():
@@ -49,13 +49,7 @@ def main():
 
     def scenario(spec):
         sc = Scenario(spec)
-        pcap = sc.pcap(args.out_dir)
-        if args.gen_pcap:
-            os.makedirs(args.out_dir, exist_ok=True)
-            ensure_pcap(args.gen_pcap, pcap, sc)
-        if not os.path.exists(pcap):
-            sys.exit(f"{pcap} missing: run perf/bench_throughput.py once (it generates the pcaps)"
-                     " or pass --gen-pcap")
+        pcap = existing_pcap(sc, args.out_dir, args.gen_pcap)
         mem, mbufs = memory_mb(sc.flows, sc.table)
         return pcap, sc.flows, sc.table, mbufs, mem
 

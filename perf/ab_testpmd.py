@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from bench_throughput import MBUF_DATA_ROOM, Scenario, ensure_pcap, memory_mb  # perf/ is on sys.path
+from bench_throughput import MBUF_DATA_ROOM, Scenario, existing_pcap, memory_mb  # perf/ is on sys.path
 from proc_stats import thread_cpu_ns
 
 FORWARDING_THREAD = "rte-worker-1"  # EAL's name for lcore 1's thread, in both programs
@@ -72,12 +72,7 @@ def main():
     args = ap.parse_args()
 
     sc = Scenario(args.scenario)
-    pcap = sc.pcap(args.out_dir)
-    if args.gen_pcap:
-        os.makedirs(args.out_dir, exist_ok=True)
-        ensure_pcap(args.gen_pcap, pcap, sc)
-    if not os.path.exists(pcap):
-        sys.exit(f"{pcap} missing: run perf/bench_throughput.py once or pass --gen-pcap")
+    pcap = existing_pcap(sc, args.out_dir, args.gen_pcap)
     memory = ["--no-huge"] if args.huge == "none" else ["--huge-dir", args.huge, "--huge-unlink"]
     vdev = f"net_pcap0,rx_pcap={pcap},infinite_rx=1"
     prefixes = {"testpmd": f"tandem_abtp_{os.getpid()}_t", "tandem": f"tandem_abtp_{os.getpid()}_w"}

@@ -75,6 +75,18 @@ def ensure_pcap(gen_pcap, path, sc):
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
+def existing_pcap(sc, out_dir, gen_pcap=None):
+    """The scenario's pcap in out_dir, generated first when gen_pcap is given; exits if missing."""
+    pcap = sc.pcap(out_dir)
+    if gen_pcap:
+        os.makedirs(out_dir, exist_ok=True)
+        ensure_pcap(gen_pcap, pcap, sc)
+    if not os.path.exists(pcap):
+        sys.exit(f"{pcap} missing: run perf/bench_throughput.py once (it generates the pcaps)"
+                 " or pass --gen-pcap")
+    return pcap
+
+
 HUGE = False  # --huge: EAL memory from hugetlbfs (2 MiB pages) instead of --no-huge
 
 
