@@ -166,7 +166,7 @@ void worker::end_flow(const flow_entry& e) {
   if (e.backend_id < max_backends) bump(backend_counters_->live_flows[e.backend_id], -1);
 }
 
-// One burst in flight through the three stages of process_burst.
+// One burst in flight through the three stages (begin_burst, run_stages, finish_burst).
 // Kept by the worker (not on the stack) so that starting a burst does not zero 4 KiB of arrays.
 struct alignas(64) worker::burst {
   rte_mbuf* rx[burst_size];  // poll_port's receive array
