@@ -37,14 +37,13 @@ class maglev_table {
   // Multiply-shift maps the 32-bit hash onto [0, size) without a division.
   uint32_t lookup(uint32_t hash) const {
     if (entries_.empty()) return invalid_backend;
-    return entries_[static_cast<uint32_t>((static_cast<uint64_t>(hash) * entries_.size()) >> 32)];
+    return entries_[slot_of(hash)];
   }
 
   // Fetches the entry lookup(hash) will read: a new flow's lookup, 256 KiB into a table that a
   // SYN flood's victim searches keep evicting from L2, cost ~7 % of SYN-only time.
   void prefetch(uint32_t hash) const {
-    if (!entries_.empty())
-      __builtin_prefetch(&entries_[static_cast<uint32_t>((static_cast<uint64_t>(hash) * entries_.size()) >> 32)]);
+    if (!entries_.empty()) __builtin_prefetch(&entries_[slot_of(hash)]);
   }
 
   bool empty() const { return entries_.empty(); }
@@ -52,6 +51,10 @@ class maglev_table {
   const std::vector<uint32_t>& entries() const { return entries_; }
 
  private:
+  uint32_t slot_of(uint32_t hash) const {
+    return static_cast<uint32_t>((static_cast<uint64_t>(hash) * entries_.size()) >> 32);
+  }
+
   std::vector<uint32_t> entries_;
 };
 
