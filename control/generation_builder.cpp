@@ -86,7 +86,8 @@ result<std::unique_ptr<generation>> build_generation(const config::daemon_config
     it = present ? std::next(it) : state.tables.erase(it);
   }
 
-  std::map<uint32_t, const config::backend*> in_pool;  // id -> its backend in the config
+  // By backend id (ids are dense): its backend in the config, nullptr when in no pool.
+  std::vector<const config::backend*> in_pool;
   for (const config::service& cs : cfg.services) {
     auto sid = state.service_id(cs.name);
     if (!sid) return error{sid.error_message()};
@@ -107,6 +108,7 @@ result<std::unique_ptr<generation>> build_generation(const config::daemon_config
       for (const config::backend& b : cs.pool(c)) {
         auto id = state.registry.id_for(cs.name, c, b.address);
         if (!id) return error{id.error_message()};
+        if (*id >= in_pool.size()) in_pool.resize(*id + 1, nullptr);
         in_pool[*id] = &b;
         const bool takes_new = b.state == config::backend_admin_state::ready &&
                                !state.down.contains(*id);
@@ -138,6 +140,7 @@ result<std::unique_ptr<generation>> build_generation(const config::daemon_config
   // with the MAC it last had in a pool.
   const auto& slots = state.registry.slots();
   g->backends.resize(slots.size());
+  state.last_mac.resize(slots.size());
   for (uint32_t id = 0; id < slots.size(); ++id) {
     backend_info& bi = g->backends[id];
     bi.address = slots[id].address;
@@ -146,11 +149,11 @@ result<std::unique_ptr<generation>> build_generation(const config::daemon_config
     bi.up = state.down.contains(id) ? 0 : 1;
     auto sid = state.service_ids.find(slots[id].service);
     bi.service_id = sid == state.service_ids.end() ? 0 : sid->second;
-    if (auto cur = in_pool.find(id); cur != in_pool.end()) {
-      if (cur->second->mac) state.last_mac[id] = *cur->second->mac;
-      if (cur->second->state == config::backend_admin_state::maint) bi.up = 0;
+    if (const config::backend* cur = id < in_pool.size() ? in_pool[id] : nullptr) {
+      if (cur->mac) state.last_mac[id] = *cur->mac;
+      if (cur->state == config::backend_admin_state::maint) bi.up = 0;
     }
-    if (auto m = state.last_mac.find(id); m != state.last_mac.end()) bi.mac = to_ether(m->second);
+    if (state.last_mac[id]) bi.mac = to_ether(*state.last_mac[id]);
   }
   g->vips = state.vips;
   state.next_generation++;

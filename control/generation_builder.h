@@ -6,8 +6,10 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "control/backend_registry.h"
 #include "control/config.h"
@@ -22,7 +24,8 @@ struct runtime_state {
   std::map<std::string, uint16_t> service_ids;  // stable ids by service name
   std::map<std::string, std::array<colour_flush, 2>> flushes;  // by service name
   std::set<uint32_t> down;                      // backend ids health checks mark down
-  std::map<uint32_t, config::mac_address> last_mac;  // MAC a backend last had in a pool
+  // By backend id: the MAC a backend last had in a pool (ids are dense, so a vector).
+  std::vector<std::optional<config::mac_address>> last_mac;
 
   // The last Maglev table built for each (service, colour) and what it was built from: a
   // change that leaves a pool's members alone reuses it (a switch builds no table at all).
