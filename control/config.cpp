@@ -569,36 +569,39 @@ class checker {
       std::map<ip_address, size_t, addr_less> seen;
       for (size_t k = 0; k < pool.size(); ++k) {
         const backend& b = pool[k];
-        const std::string bp = index_path(pool_path, k);
-        const bool addr_ok = usable(i, {bp + ".address"});
+        // The backend's field paths, built only for a message or a parse-error lookup: a switch
+        // re-validates every backend of a 4000-backend config, almost always without either.
+        auto bp = [&](const char* field) { return index_path(pool_path, k) + field; };
+        auto field_ok = [&](const char* field) { return !rejected_ || usable(i, {bp(field)}); };
+        const bool addr_ok = field_ok(".address");
         if (addr_ok) {
           if (const char* why = unusable_reason(b.address)) {
-            add(i, bp + ".address", to_string(b.address) + " " + why);
+            add(i, bp(".address"), to_string(b.address) + " " + why);
           } else {
             auto [it, fresh] = seen.emplace(b.address, k);
             if (!fresh)
-              add(i, bp + ".address",
+              add(i, bp(".address"),
                   "duplicate backend " + to_string(b.address) + " in pool " + colour_name(c) +
                       " (also " + pool_path + "[" + std::to_string(it->second) + "])");
           }
         }
-        if (b.weight > max_weight && usable(i, {bp + ".weight"}))
-          add(i, bp + ".weight", "must be between 0 and 65535, got " + std::to_string(b.weight));
-        if (b.mac && usable(i, {bp + ".mac"}))
+        if (b.weight > max_weight && field_ok(".weight"))
+          add(i, bp(".weight"), "must be between 0 and 65535, got " + std::to_string(b.weight));
+        if (b.mac && field_ok(".mac"))
           if (const char* why = unusable_reason(*b.mac))
-            add(i, bp + ".mac", to_string(*b.mac) + " " + why);
+            add(i, bp(".mac"), to_string(*b.mac) + " " + why);
         if (!tunnel) {
-          if (!b.mac && usable(i, {bp + ".mac", "forwarding"}))
-            add(i, bp + ".mac", "required with l2 forwarding (the backend's Ethernet address)");
+          if (!b.mac && field_ok(".mac") && usable(i, {"forwarding"}))
+            add(i, bp(".mac"), "required with l2 forwarding (the backend's Ethernet address)");
           if (addr_ok && vip_ok && usable(i, {"forwarding"}) && b.address.is_v4() != s.vip.is_v4())
-            add(i, bp + ".address",
+            add(i, bp(".address"),
                 std::string(family_name(b.address)) + " backend " + to_string(b.address) +
                     " for the " + family_name(s.vip) + " vip " + to_string(s.vip) +
                     ": l2 forwarding keeps the packet's addresses, so the families must match "
                     "(use ipip or gue to mix families)");
         } else if (addr_ok) {
           std::string& first = b.address.is_v4() ? first_v4 : first_v6;
-          if (first.empty()) first = bp + ".address";
+          if (first.empty()) first = bp(".address");
         }
       }
     }
