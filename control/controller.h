@@ -157,6 +157,18 @@ class controller {
   void attach_health_checker(health_checker* c);
   void attach_hooks(hook_runner* h) { hooks_ = h; }
   void attach_metrics(metrics_exchange* m);
+  // While one is open, metrics snapshots wait for the last one to close and are then built once:
+  // a control request builds at most one (a switch built two, each of every backend).
+  class metrics_batch {
+   public:
+    explicit metrics_batch(controller& c) : c_(c) { ++c_.metrics_holds_; }
+    ~metrics_batch();
+    metrics_batch(const metrics_batch&) = delete;
+    metrics_batch& operator=(const metrics_batch&) = delete;
+
+   private:
+    controller& c_;
+  };
   // Applies check results (tick() drains the checker into this; tests may call it directly):
   // rise/fall damping, then one generation with runtime_state.down updated if it changed.
   void apply_health_results(const std::vector<health_result>& results);
@@ -218,6 +230,7 @@ class controller {
   uint64_t generations_published_ = 0;
   uint64_t hooks_seen_ = 0;                             // hook counters at the last snapshot
   bool metrics_dirty_ = true;
+  uint32_t metrics_holds_ = 0;                          // open metrics_batch scopes
 };
 
 }  // namespace tandem

@@ -380,8 +380,17 @@ nlohmann::json controller::bake_json(const std::string& name) const {
           {"reason", b.reason.empty() ? json(nullptr) : json(b.reason)}};
 }
 
+controller::metrics_batch::~metrics_batch() {
+  if (--c_.metrics_holds_ != 0) return;
+  try {
+    c_.publish_metrics();
+  } catch (const std::exception& e) {  // a destructor must not throw; the next change republishes
+    spdlog::warn("metrics snapshot: {}", e.what());
+  }
+}
+
 void controller::publish_metrics() {
-  if (!metrics_) return;
+  if (!metrics_ || metrics_holds_ != 0) return;
   if (hooks_) {
     const uint64_t seen = hooks_->succeeded() + hooks_->failed() + hooks_->dropped();
     if (seen != hooks_seen_) {

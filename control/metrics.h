@@ -91,15 +91,22 @@ class metrics_exchange {
   void publish(std::shared_ptr<const metrics_snapshot> s) {
     std::lock_guard<std::mutex> lock(mutex_);
     snapshot_ = std::move(s);
+    ++publishes_;
   }
   std::shared_ptr<const metrics_snapshot> get() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return snapshot_;
   }
+  // Snapshots published so far (each one is built from every backend of every service).
+  uint64_t publishes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return publishes_;
+  }
 
  private:
   mutable std::mutex mutex_;
   std::shared_ptr<const metrics_snapshot> snapshot_;
+  uint64_t publishes_ = 0;
 };
 
 // A minimal writer of the text format: HELP and TYPE once per family (on its first sample),

@@ -459,6 +459,7 @@ json handle_request(controller& ctl, const std::string& line, const actor& who,
   i = request_info{};
   json response;
   try {
+    const controller::metrics_batch batch(ctl);
     response = dispatch(ctl, line, who, i);
   } catch (const request_failure& f) {
     response = error_response(f.code, f.message);

@@ -560,6 +560,30 @@ TEST_F(ControllerHealth, SwitchRefusedBelowMinHealthyUnlessForced) {
   EXPECT_EQ(snap->services[0].switches.at("ok"), 2u);
 }
 
+TEST_F(ControllerHealth, ARequestPublishesOneMetricsSnapshotCurrentWhenItAnswers) {
+  all_up(colour::green);
+  const uint64_t before = metrics_.publishes();
+  json r = handle_request(
+      *ctl_, R"({"version":1,"command":"switch","args":{"service":"web","to":"green","bake":"60s"}})",
+      who);
+  ASSERT_TRUE(r["ok"].get<bool>()) << r.dump();
+  // The commit and the switch's own bookkeeping (counts, the bake) used to publish one each.
+  EXPECT_EQ(metrics_.publishes(), before + 1);
+  auto snap = metrics_.get();
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->services[0].active, colour::green) << "the committed switch";
+  EXPECT_EQ(snap->services[0].switches.at("ok"), 1u) << "the switch's bookkeeping";
+  EXPECT_TRUE(snap->services[0].has_bake);
+  EXPECT_TRUE(snap->services[0].draining);
+  // A request that changes nothing publishes nothing.
+  const uint64_t after = metrics_.publishes();
+  EXPECT_TRUE(handle_request(*ctl_, R"({"version":1,"command":"status","args":{}})", who)["ok"].get<bool>());
+  EXPECT_EQ(metrics_.publishes(), after);
+  // Outside a request (the controller's own API, as tandemd's tick uses it) nothing waits.
+  ASSERT_TRUE(ctl_->rollback("web", who).ok());
+  EXPECT_EQ(metrics_.get()->services[0].active, colour::blue);
+}
+
 TEST_F(ControllerHealth, BakeRollsBackAutomaticallyWhenTheNewColourTurnsUnhealthy) {
   hook_runner hooks;
   const std::string events = temp_path("events.jsonl");
