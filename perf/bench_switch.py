@@ -7,7 +7,8 @@ Measures, alternating `switch web0 --to green` and `rollback web0`:
           includes starting tandemctl)
   socket  one request/response on the control socket from this script (the daemon side: parse,
           build the generation, publish it and wait for the RCU grace period, answer)
-and prints median / p90 / max of each. The target in issue 6 is < 5 ms. See docs/performance.md.
+and prints median / p90 / max of each (--target-ms makes a median above it fail). See
+docs/performance.md.
 """
 import argparse
 import json
