@@ -78,10 +78,6 @@ struct flow_timeouts {
   }
 };
 
-inline bool is_expired(const flow_entry& e, uint32_t now_ms, const flow_timeouts& t) {
-  return static_cast<int32_t>(now_ms - e.last_seen_ms) > static_cast<int32_t>(t.for_state(e.state));
-}
-
 struct flow_table_stats {
   uint64_t inserts = 0;
   uint64_t evictions = 0;       // live entries replaced to make room
@@ -203,6 +199,12 @@ class flow_table {
     const auto* a = reinterpret_cast<const unsigned char*>(entry_at(p.a, 0));
     for (size_t off = 0; off < bytes; off += 64) rte_prefetch0(a + off);
   }
+  // True when `e` has been idle longer than its state's timeout (read from a per-state table,
+  // not a switch: this runs for every packet).
+  bool expired(const flow_entry& e, uint32_t now_ms) const {
+    return static_cast<int32_t>(now_ms - e.last_seen_ms) >
+           static_cast<int32_t>(state_timeout_[static_cast<uint8_t>(e.state) & 7]);
+  }
   // True when inserts are likely to find both buckets full (the victim search reads them).
   bool nearly_full() const { return size_ >= capacity() - capacity() / 16; }
 
@@ -286,11 +288,6 @@ class flow_table {
     return static_cast<uint16_t>(((hash * 0x9e3779b1u) >> 16) | 1);
   }
   uint16_t* sigs_of(uint32_t bucket) const { return sigs_ + size_t{bucket} * bucket_entries; }
-  // is_expired() with the state's timeout from a table instead of a switch.
-  bool expired(const flow_entry& e, uint32_t now_ms) const {
-    return static_cast<int32_t>(now_ms - e.last_seen_ms) >
-           static_cast<int32_t>(state_timeout_[static_cast<uint8_t>(e.state) & 7]);
-  }
   flow_entry* entry_at(uint32_t bucket, uint32_t i) const {
     return &entries_[size_t{bucket} * bucket_entries + i];
   }

@@ -553,9 +553,8 @@ void worker::scan(const generation& gen, uint32_t now_ms) {
     if (scan_credit_ < budget) budget = static_cast<uint32_t>(scan_credit_);
     scan_credit_ -= budget;
   }
-  const flow_timeouts& t = flows_.timeouts();
   flows_.scan_step(budget, [&](flow_entry& e) {
-    if (is_expired(e, now_ms, t)) {
+    if (flows_.expired(e, now_ms)) {
       ++scan_expired_;
       end_flow(e);
       return true;
