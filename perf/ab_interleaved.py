@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from bench_throughput import MBUF_DATA_ROOM, Scenario, existing_pcap, memory_mb  # perf/ is on sys.path
+from bench_throughput import MBUF_DATA_ROOM, Scenario, eal_common, existing_pcap, memory_mb  # perf/ is on sys.path
 
 
 def main():
@@ -60,12 +60,11 @@ def main():
 
     def start(binary, tid, key):
         pcap, flows, table, mbufs, mem = scenario(key)
-        memory = (["--no-huge"] if args.huge == "none"
-                  else ["--huge-dir", args.huge, "--huge-unlink"])
-        cmd = [binary, "-l", "0-1"] + memory + [
-               "-m", str(mem), "--no-pci", "--file-prefix", f"tandem_ab_{os.getpid()}_{tid}",
-               "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error",
-               "--vdev", f"net_pcap0,rx_pcap={pcap},infinite_rx=1", "--",
+        eal = eal_common(f"tandem_ab_{os.getpid()}_{tid}", mem,
+                         f"net_pcap0,rx_pcap={pcap},infinite_rx=1",
+                         huge=False if args.huge == "none" else args.huge)
+        cmd = [binary] + eal + [
+               "--",
                "--config", args.config, "--flow-table-size", str(table), "--mbufs", str(mbufs),
                "--data-room", str(MBUF_DATA_ROOM), "--warmup-packets", str(flows), "--seconds", str(args.seconds),
                "--interval-ms", str(interval_ms), "--turn-file", turn, "--turn-id", tid]

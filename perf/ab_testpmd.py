@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from bench_throughput import MBUF_DATA_ROOM, Scenario, existing_pcap, memory_mb  # perf/ is on sys.path
+from bench_throughput import MBUF_DATA_ROOM, Scenario, eal_common, existing_pcap, memory_mb  # perf/ is on sys.path
 from proc_stats import thread_cpu_ns
 
 FORWARDING_THREAD = "rte-worker-1"  # EAL's name for lcore 1's thread, in both programs
@@ -73,13 +73,12 @@ def main():
 
     sc = Scenario(args.scenario)
     pcap = existing_pcap(sc, args.out_dir, args.gen_pcap)
-    memory = ["--no-huge"] if args.huge == "none" else ["--huge-dir", args.huge, "--huge-unlink"]
+    huge = False if args.huge == "none" else args.huge
     vdev = f"net_pcap0,rx_pcap={pcap},infinite_rx=1"
     prefixes = {"testpmd": f"tandem_abtp_{os.getpid()}_t", "tandem": f"tandem_abtp_{os.getpid()}_w"}
 
     def eal(name, mem):
-        return (["-l", "0-1"] + memory + ["-m", str(mem), "--no-pci", "--file-prefix", prefixes[name],
-                "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error", "--vdev", vdev])
+        return eal_common(prefixes[name], mem, vdev, huge=huge)
 
     tp_mem, tp_mbufs = memory_mb(sc.flows, 0)
     bw_mem, bw_mbufs = memory_mb(sc.flows, sc.table)

@@ -90,8 +90,11 @@ def existing_pcap(sc, out_dir, gen_pcap=None):
 HUGE = False  # --huge: EAL memory from hugetlbfs (2 MiB pages) instead of --no-huge
 
 
-def eal_common(prefix, mem_mb, vdev, lcores=("-l", "0-1")):
-    mem = ["--huge-dir", HUGE, "--huge-unlink"] if HUGE else ["--no-huge"]
+def eal_common(prefix, mem_mb, vdev, lcores=("-l", "0-1"), huge=None):
+    """EAL arguments for one program of a run; huge: a hugetlbfs mount, or False for --no-huge
+    (default: this script's --huge)."""
+    huge = HUGE if huge is None else huge
+    mem = ["--huge-dir", huge, "--huge-unlink"] if huge else ["--no-huge"]
     return list(lcores) + mem + ["-m", str(mem_mb), "--no-pci", "--file-prefix", prefix,
             "--log-level", "lib.eal:error", "--log-level", "pmd.net.pcap:error", "--vdev", vdev]
 
