@@ -13,7 +13,7 @@ packages=(
   libboost-program-options-dev libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   iproute2 procps util-linux kmod ethtool tcpdump socat psmisc
-  prometheus valgrind
+  prometheus valgrind lua5.4
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,7 +1,7 @@
 -- Shared settings for tandem's Pktgen-DPDK profiles (perf/pktgen/run.sh sets the environment).
 -- Values come from environment variables so the same files serve every lab.
-package.path = package.path .. ";?.lua;test/?.lua;app/?.lua;"
-require "Pktgen"
+-- The `pktgen` table is built into the binary. Pktgen's helper module (Pktgen.lua, required by
+-- its own scripts) is not needed and is only found when pktgen runs from its source tree.
 
 local M = {}
 
