@@ -173,9 +173,11 @@ def run_bench(args, sc, mode, rep, binary=None, extra=(), workers=1):
     lcores = ("-l", "0-1")
     if workers == 2:
         # Two queues (each replays the pcap), a worker on each core; the main lcore, which only
-        # samples counters, shares core 0.
+        # samples counters, shares core 0. The second worker pauses every other interval, so
+        # one worker and two are compared in adjacent intervals (the machine drifts between
+        # runs by more than the scaling figure can show).
         vdev = f"net_pcap0,rx_pcap={pcap},rx_pcap={pcap},infinite_rx=1"
-        own = ["--mbufs", str(mbufs), "--workers", "2"]
+        own = ["--mbufs", str(mbufs), "--workers", "2", "--scaling-turns"]
         lcores = ("--lcores", "0@0,1@0,2@1")
     elif mode == "pcap":
         vdev = f"net_pcap0,rx_pcap={pcap},infinite_rx=1"
@@ -284,9 +286,16 @@ def main():
             print(f"  {r:16s} {s['mpps_wall']:7.2f} Mpps wall  {s['mpps_cpu']:7.2f} Mpps on-CPU  "
                   f"{s['cycles_per_packet']:7.1f} cycles/packet")
         if args.scaling:
-            sc_ratios = [b["mpps_cpu"] / a["mpps_cpu"] for a, b in zip(per["tandem"], per["tandem-2workers"]) if a["mpps_cpu"]]
-            print(f"  2 workers / 1 worker: {statistics.median(sc_ratios):.2f} (on-CPU rates; the 2-worker "
-                  f"figure is the sum of each worker's packets per on-CPU second)")
+            turns = [r["scaling"] for r in per["tandem-2workers"] if "scaling" in r]
+            if not turns:
+                raise RuntimeError("bench_worker --scaling-turns reported no pair of intervals "
+                                   "(give it more --seconds)")
+            print(f"  2 workers / 1 worker: {statistics.median(t['ratio'] for t in turns):.3f} (median over "
+                  f"reps of the median of adjacent intervals; per rep "
+                  + ", ".join(f"{t['ratio']:.2f} [{t['q1']:.2f}..{t['q3']:.2f}]" for t in turns)
+                  + f"; one worker {statistics.median(t['one_mpps_cpu'] for t in turns):.2f}, two "
+                  f"{statistics.median(t['two_mpps_cpu'] for t in turns):.2f} Mpps per on-CPU second, "
+                  f"the sum of each worker's)")
         for name, _, _ in compares:
             cr = [b["mpps_cpu"] / a["mpps_cpu"] for a, b in zip(per["tandem"], per[name]) if a["mpps_cpu"]]
             print(f"  {name} / tandem: {statistics.median(cr):.3f} (median of per-rep on-CPU ratios)")

@@ -21,7 +21,9 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_pause.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -65,6 +67,7 @@ struct options {
   uint32_t scan_budget = worker_options{}.scan_budget;  // flow-table slots scanned per loop
   std::string turn_file;  // interleaved A/B: poll only while this file's first byte == turn_id
   char turn_id = 'a';
+  bool scaling_turns = false;  // 2 workers: every other interval worker 1 sleeps (1 vs 2 workers)
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -74,7 +77,8 @@ struct options {
                "  [--replay-pcap FILE] [--flow-table-size N] [--mbufs N] [--data-room BYTES]\n"
                "  [--seconds S] [--interval-ms MS] [--warmup-packets N] [--warmup-max-seconds S]\n"
                "  [--turn-file FILE --turn-id C]  (interleaved A/B: poll only in turn C)\n"
-               "  [--workers N] [--min-forwarded FRACTION] [--scan-budget SLOTS]\n",
+               "  [--workers N] [--min-forwarded FRACTION] [--scan-budget SLOTS]\n"
+               "  [--scaling-turns]  (--workers 2: one worker and two take turns, per interval)\n",
                why.c_str());
   std::exit(2);
 }
@@ -101,6 +105,7 @@ options parse(const std::vector<std::string>& a) {
     else if (a[i] == "--scan-budget") o.scan_budget = static_cast<uint32_t>(std::stoul(v()));
     else if (a[i] == "--turn-file") o.turn_file = v();
     else if (a[i] == "--turn-id") o.turn_id = v().at(0);
+    else if (a[i] == "--scaling-turns") o.scaling_turns = true;
     else usage("unknown option " + a[i]);
   }
   if (o.config.empty()) usage("--config is required");
@@ -108,6 +113,8 @@ options parse(const std::vector<std::string>& a) {
   if (o.mode == "replay" && (o.replay_pcap.empty() || o.workers != 1))
     usage("--mode replay needs --replay-pcap and one worker");
   if (o.workers == 0) usage("--workers must be >= 1");
+  if (o.scaling_turns && (o.workers != 2 || o.mode != "pcap" || !o.turn_file.empty()))
+    usage("--scaling-turns needs --workers 2 in pcap mode, without --turn-file");
   return o;
 }
 
@@ -137,6 +144,7 @@ struct worker_slot {
   const generation_publisher* publisher = nullptr;
   const volatile char* turn = nullptr;  // interleaved A/B: poll only while *turn == turn_id
   char turn_id = 0;
+  const std::atomic<bool>* paused = nullptr;  // --scaling-turns: sleep while set
 };
 
 struct replay_state {
@@ -152,19 +160,27 @@ std::atomic<bool> stop{false};
 int run_worker(void* arg) {
   auto* s = static_cast<worker_slot*>(arg);
   s->tid = perf::gettid_now();
-  if (s->turn == nullptr) {
+  if (s->turn == nullptr && s->paused == nullptr) {
     s->w->run(stop);
     return 0;
   }
   // Interleaved A/B (perf/ab_interleaved.py): two builds share the core in turns, so both see
   // the same machine (its memory latency drifts by tens of percent over seconds here). While it
   // is not its turn the worker sleeps: no packets and no CPU time, so packets per on-CPU second
-  // count only its own turns.
+  // count only its own turns. --scaling-turns pauses the second worker every other interval,
+  // so one worker and two are measured in adjacent intervals; that worker has a core of its own
+  // and spins while paused (a sleeping vCPU came back slower: x1.69-1.74 at 250 ms turns
+  // against x1.89 at 500 ms).
   rcu_reader reader(*s->publisher, s->w->index());
   while (!stop.load(std::memory_order_relaxed)) {
-    if (*s->turn != s->turn_id) {
+    if (s->turn != nullptr && *s->turn != s->turn_id) {
       reader.quiescent();
       usleep(200);
+      continue;
+    }
+    if (s->paused != nullptr && s->paused->load(std::memory_order_relaxed)) {
+      reader.quiescent();
+      rte_pause();
       continue;
     }
     s->w->poll_once(reader);
@@ -269,6 +285,7 @@ int run(const options& o, const config::daemon_config& cfg_in) {
   }
   publisher.publish(std::move(*gen));
 
+  std::atomic<bool> second_paused{false};  // both workers warm up their tables
   std::vector<std::unique_ptr<worker_slot>> slots;
   for (uint32_t w = 0; w < o.workers; ++w) {
     worker_options wo;
@@ -292,6 +309,7 @@ int run(const options& o, const config::daemon_config& cfg_in) {
       s->turn = static_cast<const volatile char*>(m);
       s->turn_id = o.turn_id;
     }
+    if (o.scaling_turns && w == 1) s->paused = &second_paused;
     slots.push_back(std::move(s));
   }
 
@@ -350,11 +368,13 @@ int run(const options& o, const config::daemon_config& cfg_in) {
   const double warmup_s = std::chrono::duration<double>(clk::now() - t0).count();
   const bool warmed = total_rx() >= o.warmup_packets;
 
+  second_paused = o.scaling_turns;
   std::vector<sample> samples{take()};
   const auto interval = std::chrono::milliseconds(o.interval_ms);
   auto next = clk::now() + interval;
   const uint64_t tsc_hz = rte_get_tsc_hz();
   std::vector<double> mpps_wall, mpps_cpu, cycles_pp, cpu_share;
+  std::vector<bool> both_ran;  // --scaling-turns: the interval had both workers polling
   const size_t intervals = std::max<size_t>(1, static_cast<size_t>(o.seconds * 1000 / o.interval_ms));
   for (size_t k = 0; k < intervals; ++k) {
     std::this_thread::sleep_until(next);
@@ -380,9 +400,48 @@ int run(const options& o, const config::daemon_config& cfg_in) {
     cycles_pp.push_back(cpp);
     cpu_share.push_back(cpu_s / dt / static_cast<double>(slots.size()));
     std::printf("interval %zu: %.3f Mpps wall, %.3f Mpps per on-CPU second, %.1f cycles/packet, "
-                "cpu %.0f%%\n",
-                k, wall, cpu_rate, cpp, 100.0 * cpu_share.back());
+                "cpu %.0f%%%s\n",
+                k, wall, cpu_rate, cpp, 100.0 * cpu_share.back(),
+                !o.scaling_turns ? "" : second_paused.load() ? ", 1 worker" : ", 2 workers");
     std::fflush(stdout);
+    if (o.scaling_turns) {
+      both_ran.push_back(!second_paused.load());
+      second_paused = !second_paused.load();
+    }
+  }
+  // Two workers against one from adjacent intervals (the first one may hold the end of the
+  // warm-up): the sum of both workers' on-CPU rates over the lone worker's.
+  std::vector<double> scaling, one_rate, two_rate;
+  for (size_t k = 1; k < both_ran.size(); ++k) {
+    (both_ran[k] ? two_rate : one_rate).push_back(mpps_cpu[k]);
+    if (k >= 2 && both_ran[k] != both_ran[k - 1]) {
+      const double two = both_ran[k] ? mpps_cpu[k] : mpps_cpu[k - 1];
+      const double one = both_ran[k] ? mpps_cpu[k - 1] : mpps_cpu[k];
+      if (one > 0) scaling.push_back(two / one);
+    }
+  }
+  std::sort(scaling.begin(), scaling.end());
+  std::string scaling_json;
+  if (o.scaling_turns && !scaling.empty()) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  ",\"scaling\":{\"ratio\":%.3f,\"q1\":%.3f,\"q3\":%.3f,\"pairs\":%zu,"
+                  "\"one_mpps_cpu\":%.4f,\"two_mpps_cpu\":%.4f}",
+                  perf::median(scaling), scaling[scaling.size() / 4],
+                  scaling[3 * scaling.size() / 4], scaling.size(), perf::median(one_rate),
+                  perf::median(two_rate));
+    scaling_json = buf;
+    // The run's own figures are the two-worker intervals'.
+    auto two_only = [&](std::vector<double>& v) {
+      std::vector<double> kept;
+      for (size_t k = 1; k < both_ran.size(); ++k)
+        if (both_ran[k]) kept.push_back(v[k]);
+      v = std::move(kept);
+    };
+    two_only(mpps_wall);
+    two_only(mpps_cpu);
+    two_only(cycles_pp);
+    two_only(cpu_share);
   }
 
   stop = true;
@@ -417,12 +476,12 @@ int run(const options& o, const config::daemon_config& cfg_in) {
       "\"intervals\":%zu,\"rx\":%" PRIu64 ",\"tx\":%" PRIu64 ",\"forwarded\":%.4f,"
       "\"flows_in_table\":%" PRIu64 ",\"table_capacity\":%zu,\"table_bytes\":%zu,"
       "\"new_flows\":%" PRIu64 ",\"midflow_pickups\":%" PRIu64 ",\"evictions\":%" PRIu64
-      ",\"failed_inserts\":%" PRIu64 ",\"drops\":{%s},\"tsc_hz\":%" PRIu64 "}\n",
+      ",\"failed_inserts\":%" PRIu64 ",\"drops\":{%s},\"tsc_hz\":%" PRIu64 "%s}\n",
       o.mode.c_str(), o.workers, warmed ? "true" : "false", warmup_s, perf::median(mpps_wall),
       perf::median(mpps_cpu), perf::median(cycles_pp), perf::median(cpu_share), mpps_wall.size(),
       rx, tx, forwarded, flows, table_capacity,
       table_capacity * flow_table::bytes_per_slot(),
-      new_flows, midflow, evictions, failed, drop_json.c_str(), tsc_hz);
+      new_flows, midflow, evictions, failed, drop_json.c_str(), tsc_hz, scaling_json.c_str());
 
   for (rte_mbuf* m : rs.frames) {
     rte_mbuf_refcnt_set(m, 1);
