@@ -67,7 +67,7 @@ struct options {
   uint32_t scan_budget = worker_options{}.scan_budget;  // flow-table slots scanned per loop
   std::string turn_file;  // interleaved A/B: poll only while this file's first byte == turn_id
   char turn_id = 'a';
-  bool scaling_turns = false;  // 2 workers: every other interval worker 1 sleeps (1 vs 2 workers)
+  bool scaling_turns = false;  // 2 workers: every other interval one of them pauses (1 vs 2)
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -144,7 +144,7 @@ struct worker_slot {
   const generation_publisher* publisher = nullptr;
   const volatile char* turn = nullptr;  // interleaved A/B: poll only while *turn == turn_id
   char turn_id = 0;
-  const std::atomic<bool>* paused = nullptr;  // --scaling-turns: sleep while set
+  const std::atomic<bool>* paused = nullptr;  // --scaling-turns: spin without polling while set
 };
 
 struct replay_state {
@@ -167,9 +167,9 @@ int run_worker(void* arg) {
   // Interleaved A/B (perf/ab_interleaved.py): two builds share the core in turns, so both see
   // the same machine (its memory latency drifts by tens of percent over seconds here). While it
   // is not its turn the worker sleeps: no packets and no CPU time, so packets per on-CPU second
-  // count only its own turns. --scaling-turns pauses the second worker every other interval,
-  // so one worker and two are measured in adjacent intervals; that worker has a core of its own
-  // and spins while paused (a sleeping vCPU came back slower: x1.69-1.74 at 250 ms turns
+  // count only its own turns. --scaling-turns pauses one of two workers every other interval,
+  // so one worker and two are measured in adjacent intervals; the paused worker has a core of
+  // its own and spins (a sleeping vCPU came back slower: x1.69-1.74 at 250 ms turns
   // against x1.89 at 500 ms).
   rcu_reader reader(*s->publisher, s->w->index());
   while (!stop.load(std::memory_order_relaxed)) {
@@ -285,7 +285,15 @@ int run(const options& o, const config::daemon_config& cfg_in) {
   }
   publisher.publish(std::move(*gen));
 
-  std::atomic<bool> second_paused{false};  // both workers warm up their tables
+  // --scaling-turns: which workers are paused. Both warm up their tables; then the intervals
+  // go worker 0 alone, both, worker 1 alone, both, ..., so the lone worker's figure covers both
+  // cores (worker 0 shares its core with the main lcore).
+  std::atomic<bool> paused[2] = {false, false};
+  auto set_phase = [&](size_t k) {  // interval k of the measurement
+    const bool both = k % 2 == 1;
+    const size_t alone = (k / 2) % 2;
+    for (size_t w = 0; w < 2; ++w) paused[w] = !both && w != alone;
+  };
   std::vector<std::unique_ptr<worker_slot>> slots;
   for (uint32_t w = 0; w < o.workers; ++w) {
     worker_options wo;
@@ -309,7 +317,7 @@ int run(const options& o, const config::daemon_config& cfg_in) {
       s->turn = static_cast<const volatile char*>(m);
       s->turn_id = o.turn_id;
     }
-    if (o.scaling_turns && w == 1) s->paused = &second_paused;
+    if (o.scaling_turns) s->paused = &paused[w];
     slots.push_back(std::move(s));
   }
 
@@ -368,7 +376,7 @@ int run(const options& o, const config::daemon_config& cfg_in) {
   const double warmup_s = std::chrono::duration<double>(clk::now() - t0).count();
   const bool warmed = total_rx() >= o.warmup_packets;
 
-  second_paused = o.scaling_turns;
+  if (o.scaling_turns) set_phase(0);
   std::vector<sample> samples{take()};
   const auto interval = std::chrono::milliseconds(o.interval_ms);
   auto next = clk::now() + interval;
@@ -402,11 +410,11 @@ int run(const options& o, const config::daemon_config& cfg_in) {
     std::printf("interval %zu: %.3f Mpps wall, %.3f Mpps per on-CPU second, %.1f cycles/packet, "
                 "cpu %.0f%%%s\n",
                 k, wall, cpu_rate, cpp, 100.0 * cpu_share.back(),
-                !o.scaling_turns ? "" : second_paused.load() ? ", 1 worker" : ", 2 workers");
+                !o.scaling_turns ? "" : k % 2 == 1 ? ", 2 workers" : (k / 2) % 2 ? ", worker 1" : ", worker 0");
     std::fflush(stdout);
     if (o.scaling_turns) {
-      both_ran.push_back(!second_paused.load());
-      second_paused = !second_paused.load();
+      both_ran.push_back(k % 2 == 1);
+      set_phase(k + 1);
     }
   }
   // Two workers against one from adjacent intervals (the first one may hold the end of the
