@@ -288,10 +288,10 @@ int run(const options& o, const config::daemon_config& cfg_in) {
   // go worker 0 alone, both, worker 1 alone, both, ..., so the lone worker's figure covers both
   // cores (worker 0 shares its core with the main lcore).
   std::atomic<bool> paused[2] = {false, false};
-  auto set_phase = [&](size_t k) {  // interval k of the measurement
-    const bool both = k % 2 == 1;
-    const size_t alone = (k / 2) % 2;
-    for (size_t w = 0; w < 2; ++w) paused[w] = !both && w != alone;
+  auto both_run = [](size_t k) { return k % 2 == 1; };  // interval k of the measurement
+  auto alone = [](size_t k) { return (k / 2) % 2; };    // the lone worker when !both_run(k)
+  auto set_phase = [&](size_t k) {
+    for (size_t w = 0; w < 2; ++w) paused[w] = !both_run(k) && w != alone(k);
   };
   std::vector<std::unique_ptr<worker_slot>> slots;
   for (uint32_t w = 0; w < o.workers; ++w) {
@@ -381,7 +381,6 @@ int run(const options& o, const config::daemon_config& cfg_in) {
   auto next = clk::now() + interval;
   const uint64_t tsc_hz = rte_get_tsc_hz();
   std::vector<double> mpps_wall, mpps_cpu, cycles_pp, cpu_share;
-  std::vector<bool> both_ran;  // --scaling-turns: the interval had both workers polling
   const size_t intervals = std::max<size_t>(1, static_cast<size_t>(o.seconds * 1000 / o.interval_ms));
   for (size_t k = 0; k < intervals; ++k) {
     std::this_thread::sleep_until(next);
@@ -409,21 +408,18 @@ int run(const options& o, const config::daemon_config& cfg_in) {
     std::printf("interval %zu: %.3f Mpps wall, %.3f Mpps per on-CPU second, %.1f cycles/packet, "
                 "cpu %.0f%%%s\n",
                 k, wall, cpu_rate, cpp, 100.0 * cpu_share.back(),
-                !o.scaling_turns ? "" : k % 2 == 1 ? ", 2 workers" : (k / 2) % 2 ? ", worker 1" : ", worker 0");
+                !o.scaling_turns ? "" : both_run(k) ? ", 2 workers" : alone(k) ? ", worker 1" : ", worker 0");
     std::fflush(stdout);
-    if (o.scaling_turns) {
-      both_ran.push_back(k % 2 == 1);
-      set_phase(k + 1);
-    }
+    if (o.scaling_turns) set_phase(k + 1);
   }
   // Two workers against one from adjacent intervals (the first one may hold the end of the
   // warm-up): the sum of both workers' on-CPU rates over the lone worker's.
   std::vector<double> scaling, one_rate, two_rate;
-  for (size_t k = 1; k < both_ran.size(); ++k) {
-    (both_ran[k] ? two_rate : one_rate).push_back(mpps_cpu[k]);
-    if (k >= 2 && both_ran[k] != both_ran[k - 1]) {
-      const double two = both_ran[k] ? mpps_cpu[k] : mpps_cpu[k - 1];
-      const double one = both_ran[k] ? mpps_cpu[k - 1] : mpps_cpu[k];
+  for (size_t k = 1; o.scaling_turns && k < mpps_cpu.size(); ++k) {
+    (both_run(k) ? two_rate : one_rate).push_back(mpps_cpu[k]);
+    if (k >= 2) {
+      const double two = both_run(k) ? mpps_cpu[k] : mpps_cpu[k - 1];
+      const double one = both_run(k) ? mpps_cpu[k - 1] : mpps_cpu[k];
       if (one > 0) scaling.push_back(two / one);
     }
   }
@@ -441,8 +437,8 @@ int run(const options& o, const config::daemon_config& cfg_in) {
     // The run's own figures are the two-worker intervals'.
     auto two_only = [&](std::vector<double>& v) {
       std::vector<double> kept;
-      for (size_t k = 1; k < both_ran.size(); ++k)
-        if (both_ran[k]) kept.push_back(v[k]);
+      for (size_t k = 1; k < v.size(); ++k)
+        if (both_run(k)) kept.push_back(v[k]);
       v = std::move(kept);
     };
     two_only(mpps_wall);
