@@ -174,8 +174,8 @@ def run_bench(args, sc, mode, rep, binary=None, extra=(), workers=1):
     if workers == 2:
         # Two queues (each replays the pcap), a worker on each core; the main lcore, which only
         # samples counters, shares core 0. Every other interval one worker pauses (each in
-        # turn), so one worker and two are compared in adjacent intervals (the machine drifts between
-        # runs by more than the scaling figure can show).
+        # turn), so one worker and two are compared in adjacent intervals: the machine drifts
+        # between runs by more than the scaling figure can show.
         vdev = f"net_pcap0,rx_pcap={pcap},rx_pcap={pcap},infinite_rx=1"
         own = ["--mbufs", str(mbufs), "--workers", "2", "--scaling-turns"]
         lcores = ("--lcores", "0@0,1@0,2@1")

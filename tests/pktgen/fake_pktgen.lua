@@ -17,7 +17,7 @@ local function check_count(name, args, n)
 end
 
 local function check_portlist(name, v)
-  if type(v) ~= "string" or not v:match("^[%d,%-]+$") and v ~= "all" then
+  if type(v) ~= "string" or (v ~= "all" and not v:match("^[%d,%-]+$")) then
     fail(name, "first argument must be a portlist string such as \"0\", got " .. tostring(v))
   end
 end
@@ -113,10 +113,9 @@ local api = {
     check_portlist("portStats", args[1])
     if args[2] ~= "port" and args[2] ~= "rate" then fail("portStats", "\"port\" or \"rate\"") end
     table.insert(calls, { name = "portStats", args = args })
-    local sent = 0
-    for _, c in ipairs(calls) do if c.name == "delay" then sent = sent + c.args[1] * 1000 end end
+    -- One table per port id (and "n"), with the fields the bindings fill in.
     local t = { n = 1 }
-    t[tonumber(args[1])] = { opackets = sent, ipackets = 0, obytes = sent * 64, ibytes = 0,
+    t[tonumber(args[1])] = { opackets = 0, ipackets = 0, obytes = 0, ibytes = 0,
                              oerrors = 0, ierrors = 0, rx_nombuf = 0, imissed = 0 }
     return t
   end,
