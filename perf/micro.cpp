@@ -8,13 +8,16 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_hash_crc.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <map>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <string>
@@ -50,6 +53,50 @@ flow_key key_of(uint64_t i) {
 
 // The flow table's own key for flow i (VIP id 0).
 stored_flow_key stored_key_of(uint64_t i) { return make_stored_key(key_of(i), 0); }
+
+// --- memory --------------------------------------------------------------------------------
+
+// Dependent loads over a random cycle of cache lines in a working set of N MiB: the latency a
+// flow-table miss pays once the table outgrows the caches. lscpu's L3 size is the host's; a VM
+// may get much less of it (docs/performance.md, seventh round). 2 MiB pages where the kernel
+// gives them (hugetlbfs, else transparent huge pages), so TLB misses are not what is measured.
+void BM_memory_latency(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0)) << 20;
+  const char* pages = "hugetlb";
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
+                   -1, 0);
+  if (mem == MAP_FAILED) {
+    pages = "thp";
+    mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+      state.SkipWithError("mmap failed");
+      return;
+    }
+    if (madvise(mem, bytes, MADV_HUGEPAGE) != 0) pages = "4k";
+  }
+  const size_t lines = bytes / 64;
+  std::vector<uint32_t> order(lines);
+  for (size_t i = 0; i < lines; ++i) order[i] = static_cast<uint32_t>(i);
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(1));
+  auto* base = static_cast<unsigned char*>(mem);
+  for (size_t i = 0; i < lines; ++i) {
+    void* next = base + size_t{order[(i + 1) % lines]} * 64;
+    std::memcpy(base + size_t{order[i]} * 64, &next, sizeof next);
+  }
+  void* p = base + size_t{order[0]} * 64;
+  for (size_t i = 0; i < lines; ++i) p = *static_cast<void**>(p);  // warm the caches and TLB
+  for (auto _ : state) {
+    for (int i = 0; i < 64; ++i) p = *static_cast<void**>(p);
+    benchmark::DoNotOptimize(p);
+  }
+  state.counters["per_load"] = benchmark::Counter(static_cast<double>(state.iterations()) * 64,
+                                                  benchmark::Counter::kIsRate |
+                                                      benchmark::Counter::kInvert);
+  state.SetLabel(pages);
+  munmap(mem, bytes);
+}
+// 2 MiB: within L2; 8: the VM's share of L3 here; 64: the 1 M-flow table; 512: DRAM.
+BENCHMARK(BM_memory_latency)->Arg(2)->Arg(8)->Arg(16)->Arg(64)->Arg(512);
 
 // --- parse -----------------------------------------------------------------------------------
 
