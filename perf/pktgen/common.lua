@@ -62,6 +62,16 @@ function M.setup_range()
   pktgen.set_range(p, "on")
 end
 
+-- Port p's cumulative counters. Pktgen's Lua API changed: older releases take a type
+-- (portStats(p, "port")) and return the counters flat; newer ones take the portlist alone and
+-- nest them under "curr". Each rejects the other's argument count with an error.
+local function port_counters(p)
+  local ok, t = pcall(pktgen.portStats, p)
+  if not ok then t = pktgen.portStats(p, "port") end
+  local st = t[tonumber(p)]
+  return st.curr or st
+end
+
 -- Runs traffic for `seconds`, calling tick(second) once a second, then prints the counters.
 function M.run(name, seconds, tick)
   local p = M.port
@@ -73,7 +83,7 @@ function M.run(name, seconds, tick)
   end
   pktgen.stop(p)
   pktgen.delay(500)
-  local st = pktgen.portStats(p, "port")[tonumber(p)]
+  local st = port_counters(p)
   print(string.format("tandem-pktgen %s: %d s, tx %d packets (%.3f Mpps), rx %d packets",
                       name, seconds, st.opackets, st.opackets / seconds / 1e6, st.ipackets))
   print("Packets tandem forwarded or dropped: `tandemctl stats` on the tandem host.")

@@ -18,8 +18,10 @@ local real_getenv, real_execute, real_print = os.getenv, os.execute, print
 
 -- Runs `profile` (a file in profiles_dir, or a function) with the environment `env`.
 -- Returns the recorded pktgen calls, the shell commands, the printed lines and any error.
-local function run(profile, env)
+-- stats_api picks the fake's portStats flavour ("2020" when nil; see fake_pktgen.lua).
+local function run(profile, env, stats_api)
   local fake = dofile(here .. "/fake_pktgen.lua")
+  fake.stats_api = stats_api or fake.stats_api
   local commands, out = {}, {}
   env = env or {}
   env.TANDEM_PKTGEN_DIR = env.TANDEM_PKTGEN_DIR or profiles_dir
@@ -63,6 +65,10 @@ do
   check(err and err:find("does not exist"), "fake: an unknown pktgen function is an error")
   _, _, _, err = run(function() pktgen.start(0) end)
   check(err and err:find("portlist"), "fake: a port number instead of a portlist string is an error")
+  _, _, _, err = run(function() pktgen.portStats("0") end)
+  check(err and err:find("takes 2 arguments"), "fake: 2020 portStats needs a type")
+  _, _, _, err = run(function() pktgen.portStats("0", "port") end, nil, "2025")
+  check(err and err:find("takes 1 arguments"), "fake: 2025 portStats takes the portlist alone")
 end
 
 -- multiflow: 1M flows (256 client addresses x 4096 ports) of 64-byte TCP to the VIP.
@@ -97,6 +103,14 @@ do
   check(find(calls, "set_mac") == nil, "multiflow: no DST_MAC, pktgen's default MAC")
   check(find(calls, "quit") == nil, "multiflow: stays at the prompt without PKTGEN_QUIT")
   check(out[1] and out[1]:find("^tandem%-pktgen multiflow: 3 s"), "multiflow: prints its result line")
+end
+
+-- The result line reads the port's counters under both portStats flavours.
+for _, api in ipairs({ "2020", "2025" }) do
+  local _, _, out, err = run("multiflow", nil, api)
+  check(err == nil, "multiflow with " .. api .. " portStats runs: " .. tostring(err))
+  check(out[1] and out[1]:find("tx 3000000 packets (1.000 Mpps), rx 2990000 packets", 1, true),
+        "multiflow: " .. api .. " portStats counters in the result line, got " .. tostring(out[1]))
 end
 
 -- multiflow with the lab's settings from the environment.

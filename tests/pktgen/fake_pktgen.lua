@@ -5,6 +5,13 @@
 -- register raises an error, so a typo in a profile fails here instead of in a lab.
 local M = {}
 
+-- portStats changed between releases. "2020": portStats(portlist, "port"|"rate"), counters flat
+-- in the port's table. "2025" (the newest tree read): portStats(portlist), the cumulative
+-- counters nested under "curr" (beside "ext", "sizes" and "qstats").
+M.stats_api = "2020"
+-- What portStats reports, so a check can tell that a profile read the right fields.
+M.opackets, M.ipackets = 3000000, 2990000
+
 local calls = {}
 M.calls = calls
 
@@ -109,14 +116,18 @@ local api = {
   end),
   portStats = function(...)
     local args = table.pack(...)
-    check_count("portStats", args, 2)
+    local nested = M.stats_api == "2025"
+    check_count("portStats", args, nested and 1 or 2)
     check_portlist("portStats", args[1])
-    if args[2] ~= "port" and args[2] ~= "rate" then fail("portStats", "\"port\" or \"rate\"") end
+    if not nested and args[2] ~= "port" and args[2] ~= "rate" then
+      fail("portStats", "\"port\" or \"rate\"")
+    end
     table.insert(calls, { name = "portStats", args = args })
     -- One table per port id (and "n"), with the fields the bindings fill in.
+    local counters = { opackets = M.opackets, ipackets = M.ipackets, obytes = 0, ibytes = 0,
+                       oerrors = 0, ierrors = 0, rx_nombuf = 0, imissed = 0 }
     local t = { n = 1 }
-    t[tonumber(args[1])] = { opackets = 0, ipackets = 0, obytes = 0, ibytes = 0,
-                             oerrors = 0, ierrors = 0, rx_nombuf = 0, imissed = 0 }
+    t[tonumber(args[1])] = nested and { curr = counters, ext = {}, sizes = {}, qstats = {} } or counters
     return t
   end,
   range = setmetatable({
