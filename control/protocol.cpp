@@ -43,8 +43,8 @@ class args_reader {
  public:
   args_reader(const json& args, std::string command, std::initializer_list<const char*> allowed)
       : args_(args), command_(std::move(command)) {
-    for (const auto& [key, value] : args_.items()) {
-      (void)value;
+    for (const auto& item : args_.items()) {
+      const std::string& key = item.key();
       if (std::find_if(allowed.begin(), allowed.end(),
                        [&](const char* a) { return key == a; }) == allowed.end()) {
         std::string list;
