@@ -11,6 +11,8 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -1493,18 +1496,86 @@ status validate(const daemon_config& cfg) {
   return make_error(std::move(out));
 }
 
+namespace {
+
+// Where each document of a YAML stream starts (its first node), from the parser's events.
+class document_starts : public YAML::EventHandler {
+ public:
+  YAML::Mark first;  // null until the document's first node
+  void OnDocumentStart(const YAML::Mark& m) override { start_ = m; first = YAML::Mark::null_mark(); }
+  void OnDocumentEnd() override {
+    if (first.is_null()) first = start_;
+  }
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { note(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { note(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    note(m);
+  }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    note(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    note(m);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void note(const YAML::Mark& m) {
+    if (first.is_null()) first = m;
+  }
+  YAML::Mark start_ = YAML::Mark::null_mark();
+};
+
+struct yaml_documents {
+  YAML::Node first;                 // the first document (null when there is none)
+  size_t count = 0;                 // how many documents the stream holds (up to max_documents)
+  int second_line = 1;              // 1-based line of the second document's first node
+  static constexpr size_t max_documents = 64;
+};
+
+// YAML::LoadAll, bounded. In yaml-cpp 0.7 (Debian 12) LoadAll never returns on some malformed
+// streams, e.g. one that starts with a ',' (jbeder/yaml-cpp#1040, fixed upstream by #1319): the
+// parser hands back the same empty document forever, allocating each time, so one bad `tandemctl
+// apply` would take the daemon's memory. Here the documents are counted through the parser's
+// events instead; a document that starts where the previous one did is that loop, and becomes a
+// syntax error at that place.
+yaml_documents load_documents(const std::string& text) {
+  yaml_documents out;
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  document_starts starts;
+  YAML::Mark previous = YAML::Mark::null_mark();
+  while (out.count < yaml_documents::max_documents && parser.HandleNextDocument(starts)) {
+    if (!previous.is_null() && starts.first.pos == previous.pos)
+      throw YAML::ParserException(starts.first, "unexpected character here");
+    if (++out.count == 2) out.second_line = starts.first.is_null() ? 1 : starts.first.line + 1;
+    previous = starts.first;
+  }
+  if (out.count == 1) out.first = YAML::Load(text);
+  return out;
+}
+
+}  // namespace
+
 result<daemon_config> parse_config(std::string_view yaml_text, std::string_view file_name) {
   const std::string file(file_name);
   yaml_reader reader(file_name);
   daemon_config cfg;
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml_text));
-    if (docs.size() > 1) {
-      reader.fail(
-          yaml_reader::line_of(docs[1], 1), "",
-          "the file holds " + std::to_string(docs.size()) + " YAML documents; expected one");
-    } else if (docs.size() == 1) {
-      reader.read_document(docs[0], cfg);
+    const yaml_documents docs = load_documents(std::string(yaml_text));
+    if (docs.count > 1) {
+      reader.fail(docs.second_line, "",
+                  "the file holds " +
+                      (docs.count >= yaml_documents::max_documents
+                           ? "at least " + std::to_string(docs.count)
+                           : std::to_string(docs.count)) +
+                      " YAML documents; expected one");
+    } else if (docs.count == 1) {
+      reader.read_document(docs.first, cfg);
     }
   } catch (const YAML::Exception& e) {
     const int line = e.mark.is_null() ? 1 : e.mark.line + 1;

@@ -907,6 +907,32 @@ TEST(ConfigErrors, UndefinedAliasAndSeveralDocuments) {
             "t.yaml:3: top level: the file holds 2 YAML documents; expected one");
 }
 
+// yaml-cpp 0.7's LoadAll never returns on a stream that starts with a stray ',' (it hands back
+// the same empty document forever, allocating each time): found by tests/fuzz/config_fuzz.cpp.
+// These must come back as located syntax errors, not hang the daemon's control thread.
+TEST(ConfigErrors, StrayCommaIsASyntaxErrorNotAHang) {
+  EXPECT_EQ(errors_of(",a\n"), "t.yaml:1: YAML syntax error: unexpected character here");
+  EXPECT_EQ(errors_of("\n\n  ,\n"), "t.yaml:3: YAML syntax error: unexpected character here");
+  // The fuzzer's own input: a config whose first line went wrong.
+  EXPECT_EQ(errors_of(" ,eThs # defaults everywhere else.\nservices:\n  - name: minimal\n"),
+            "t.yaml:1: YAML syntax error: unexpected character here");
+  // After a good document the stray ',' starts further ones: still an error, still bounded.
+  auto after = parse("control: {}\n---\n,\n");
+  ASSERT_FALSE(after.ok());
+  EXPECT_THAT(after.error_message(), HasSubstr("t.yaml:3: "));
+}
+
+TEST(ConfigErrors, ManyDocumentsAreCountedUpToALimit) {
+  std::string three = "control: {}\n---\ncontrol: {}\n---\ncontrol: {}\n";
+  EXPECT_EQ(errors_of(three), "t.yaml:3: top level: the file holds 3 YAML documents; expected one");
+  std::string many;
+  for (int i = 0; i < 100; ++i) many += "---\ncontrol: {}\n";
+  EXPECT_EQ(errors_of(many),
+            "t.yaml:4: top level: the file holds at least 64 YAML documents; expected one");
+  // Empty documents and comments are not documents with content, as before.
+  EXPECT_TRUE(parse("# nothing but a comment\n").ok());
+}
+
 TEST(ConfigErrors, AnchorsAndAliasesWork) {
   auto r = parse(R"(services:
   - name: a
