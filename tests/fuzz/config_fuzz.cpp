@@ -2,6 +2,7 @@
 // an error message that names the file; nothing escapes as an exception or a crash.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string_view>
 
@@ -14,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto parsed = config::parse_config(text, "fuzz.yaml");
   if (!parsed.ok()) {
     if (parsed.error_message().rfind("fuzz.yaml", 0) != 0) {
-      __builtin_printf("config_fuzz: error does not name the file: %s\n",
+      std::fprintf(stderr, "config_fuzz: error does not name the file: %s\n",
                        parsed.error_message().c_str());
       std::abort();
     }
@@ -23,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // parse_config promises a validated config.
   const auto again = config::validate(*parsed);
   if (!again.ok()) {
-    __builtin_printf("config_fuzz: parse_config accepted a config that validate() refuses: %s\n",
+    std::fprintf(stderr, "config_fuzz: parse_config accepted a config that validate() refuses: %s\n",
                      again.error_message().c_str());
     std::abort();
   }

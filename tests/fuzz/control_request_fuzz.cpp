@@ -4,6 +4,7 @@
 // attached, so a fuzzed request cannot reach the network or run a command.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -54,7 +55,7 @@ services:
 )";
 
 [[noreturn]] void fail(const std::string& what) {
-  __builtin_printf("control_request_fuzz: %s\n", what.c_str());
+  std::fprintf(stderr, "control_request_fuzz: %s\n", what.c_str());
   std::abort();
 }
 

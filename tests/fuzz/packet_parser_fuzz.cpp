@@ -2,6 +2,7 @@
 // the worker's inline fast path agrees with the general parser field for field.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -11,7 +12,7 @@
 namespace {
 
 [[noreturn]] void fail(const char* what) {
-  __builtin_printf("packet_parser_fuzz: %s\n", what);
+  std::fprintf(stderr, "packet_parser_fuzz: %s\n", what);
   std::abort();
 }
 
