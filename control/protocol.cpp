@@ -387,7 +387,8 @@ json dispatch(controller& ctl, const std::string& line, const actor& who, reques
   json req;
   try {
     req = json::parse(line);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for a number that does not fit a double (1e400).
     bad_request(std::string("malformed JSON: ") + e.what());
   }
   if (!req.is_object())

@@ -247,6 +247,20 @@ TEST_F(ControlServerTest, UnknownServiceIsNotFound) {
   EXPECT_EQ(r["code"], "not_found") << r.dump();
 }
 
+// Found by tests/fuzz/control_request_fuzz.cpp: nlohmann::json reports a number that overflows a
+// double as out_of_range, not parse_error, and it used to come back as an internal error.
+TEST_F(ControlServerTest, NumberOverflowIsAMalformedRequestNotAnInternalError) {
+  start_server();
+  client c(socket_path_);
+  ASSERT_TRUE(c.send_raw("{\"version\":1,\"command\":\"canary\",\"args\":{\"percent\":1e400}}\n"));
+  json r = c.read_response();
+  ASSERT_TRUE(r.is_object());
+  EXPECT_EQ(r["code"], "bad_request") << r.dump();
+  EXPECT_EQ(r["error"].get<std::string>().rfind("malformed JSON: ", 0), 0u) << r.dump();
+  EXPECT_NE(r["error"].get<std::string>().find("number overflow"), std::string::npos) << r.dump();
+  EXPECT_TRUE(c.call("status").value("ok", false));
+}
+
 TEST_F(ControlServerTest, MalformedRequestsAreRejectedAndTheConnectionKeepsWorking) {
   start_server();
   client c(socket_path_);
