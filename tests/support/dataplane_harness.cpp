@@ -29,9 +29,10 @@ std::pair<int, int> decode_backend_mac(const uint8_t* mac) {
   return {mac[4] == 1 ? 0 : 1, mac[5]};
 }
 
+// EAL starts before any member is built: clock_ reads the TSC rate, which is 0 until then (a
+// harness made before any other EAL user divided by zero on the worker's first poll).
 dataplane_harness::dataplane_harness(const config::daemon_config& cfg, size_t flow_table_size)
-    : cfg_(cfg) {
-  ensure_eal();
+    : cfg_((ensure_eal(), cfg)) {
   pool_ = test_mempool();
   const std::string id = std::to_string(instance++);
   rx_ = rte_ring_create(("h_rx" + id).c_str(), 4096, SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ);
