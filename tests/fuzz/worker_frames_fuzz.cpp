@@ -1,7 +1,8 @@
 // Fuzz target: frames of any content through the real worker loop (on its own lcore, net_ring
 // port), with an L2, a GUE (IPv4/IPv6 backends) and an IPIP service configured. Every frame
 // received is either transmitted or counted as a drop, no mbuf is leaked, and every
-// encapsulated frame carries consistent outer lengths and a valid IPv4 header checksum.
+// encapsulated frame carries consistent outer lengths and valid checksums (outer IPv4 header,
+// UDP over IPv6).
 //
 // Input: frames, each a 2-byte big-endian length and that many bytes (at most 64 frames of at
 // most 1600 bytes; a short last record takes what is left).
@@ -82,6 +83,18 @@ uint64_t total_drops(const worker_counters& c) {
 
 uint32_t be16(const uint8_t* p) { return uint32_t{p[0]} << 8 | p[1]; }
 
+// Sent to the next hop from the tunnel source: what the GUE and IPIP services send. (ARP and
+// neighbour replies can go to the next hop's MAC too, when it asked; they come from the VIP.)
+bool is_encapsulated(const std::vector<uint8_t>& f) {
+  constexpr uint8_t source_v4[4] = {10, 0, 0, 1};
+  constexpr uint8_t source_v6[16] = {0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  if (f.size() < 14 || !std::equal(nexthop_mac, nexthop_mac + 6, f.begin())) return false;
+  const uint32_t type = be16(&f[12]);
+  if (type == 0x0800) return f.size() >= 34 && std::equal(source_v4, source_v4 + 4, f.begin() + 26);
+  if (type == 0x86dd) return f.size() >= 54 && std::equal(source_v6, source_v6 + 16, f.begin() + 22);
+  return false;
+}
+
 // An encapsulated frame (towards the next hop): outer lengths agree with the frame, and an
 // IPv4 outer header sums to 0xffff.
 void check_encapsulated(const std::vector<uint8_t>& f) {
@@ -103,8 +116,17 @@ void check_encapsulated(const std::vector<uint8_t>& f) {
   } else if (type == 0x86dd) {
     if (room < 40 || (ip[0] >> 4) != 6) fail("encapsulated IPv6 frame without an IPv6 header");
     if (be16(ip + 4) + 40u != room) fail("outer IPv6 payload length disagrees with the frame");
-    if (ip[6] == 17 && (room < 48 || be16(ip + 44) != room - 40))
-      fail("outer UDP length disagrees with the IPv6 packet");
+    if (ip[6] == 17) {
+      if (room < 48 || be16(ip + 44) != room - 40)
+        fail("outer UDP length disagrees with the IPv6 packet");
+      // Mandatory over IPv6 (RFC 8200): a receiver drops a datagram whose checksum is wrong.
+      uint32_t sum = 17 + static_cast<uint32_t>(room - 40);  // pseudo-header: next header, length
+      for (size_t i = 8; i < 40; i += 2) sum += be16(ip + i);  // source and destination
+      for (size_t i = 40; i + 1 < room; i += 2) sum += be16(ip + i);
+      if ((room - 40) % 2) sum += uint32_t{ip[room - 1]} << 8;
+      while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+      if (sum != 0xffff || be16(ip + 46) == 0) fail("outer UDP checksum over IPv6 is wrong");
+    }
   } else {
     fail("encapsulated frame is neither IPv4 nor IPv6");
   }
@@ -147,9 +169,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (verbose)
     __builtin_printf("frames %zu: sent %lu (%lu encapsulated), dropped %lu\n", frames.size(),
                      static_cast<unsigned long>(tx),
-                     static_cast<unsigned long>(std::count_if(out.begin(), out.end(), [](const auto& f) {
-                       return f.size() >= 6 && std::equal(nexthop_mac, nexthop_mac + 6, f.begin());
-                     })),
+                     static_cast<unsigned long>(std::count_if(out.begin(), out.end(), is_encapsulated)),
                      static_cast<unsigned long>(drops));
   if (rx != frames.size())
     fail("worker received " + std::to_string(rx) + " of " + std::to_string(frames.size()));
@@ -162,6 +182,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fail("mbufs in use " + std::to_string(in_use) + " after the exchange, " +
          std::to_string(baseline_in_use) + " before: leaked");
   for (const auto& f : out)
-    if (f.size() >= 6 && std::equal(nexthop_mac, nexthop_mac + 6, f.begin())) check_encapsulated(f);
+    if (is_encapsulated(f)) check_encapsulated(f);
   return 0;
 }

@@ -164,7 +164,7 @@ rte_mbuf* to_mbuf(rte_mempool* mp, const std::vector<uint8_t>& bytes) {
     rte_pktmbuf_free(m);
     return nullptr;
   }
-  std::memcpy(p, bytes.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());  // an empty frame: no data pointer
   return m;
 }
 
