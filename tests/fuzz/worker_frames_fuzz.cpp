@@ -142,8 +142,11 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   spdlog::set_level(spdlog::level::off);
   auto cfg = config::parse_config(fuzz_config, "worker-fuzz.yaml");
   if (!cfg.ok()) fail("config: " + cfg.error_message());
-  harness = new test::dataplane_harness(*cfg, 4096);  // lives for the process, like a daemon
+  // One worker for the whole run, like a daemon: its flow table carries state across inputs.
+  harness = new test::dataplane_harness(*cfg, 4096);
   baseline_in_use = test::mbufs_in_use(harness->pool());
+  // Stop the worker's lcore before static destructors run under it.
+  std::atexit([] { delete harness; });
   return 0;
 }
 
