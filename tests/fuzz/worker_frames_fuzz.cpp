@@ -1,21 +1,26 @@
 // Fuzz target: frames of any content through the real worker loop (on its own lcore, net_ring
-// port), with an L2, a GUE (IPv4/IPv6 backends) and an IPIP service configured. Every frame
-// received is either transmitted or counted as a drop, no mbuf is leaked, and every
-// encapsulated frame carries consistent outer lengths and valid checksums (outer IPv4 header,
-// UDP over IPv6).
+// port), with an L2, a GUE (IPv4/IPv6 backends) and an IPIP service configured, and the
+// control plane changing things between them: switches whose drain deadline has passed (keep,
+// expire or reset, spread up to 255 ms), backends marked down and up, a backend removed from and
+// put back into its pool. Every frame received is either transmitted or counted as a drop (drain
+// resets add at most two frames each), no mbuf is leaked, and every encapsulated frame carries
+// consistent outer lengths and valid checksums (outer IPv4 header, UDP over IPv6).
 //
-// Input: frames, each a 2-byte big-endian length and that many bytes (at most 64 frames of at
-// most 1600 bytes; a short last record takes what is left).
-#include <cstddef>
+// Input: records of a kind byte, a 2-byte big-endian length and that many bytes (a short last
+// record takes what is left). Kind % 4: 0 a frame (at most 1600 bytes), 1 switch service
+// bytes[0] % 3 to its other colour with the old colour's deadline already passed, action
+// bytes[1] % 3 (keep, expire, reset) and spread bytes[2] ms, 2 mark backend id bytes[0] % 8
+// down (or up again), 3 remove the first blue backend of service bytes[0] % 3 (or put it back).
+// At most 64 records.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <numeric>
 #include <string>
 #include <vector>
 
+#include <rte_cycles.h>
 #include <spdlog/spdlog.h>
 
 #include "control/config.h"
@@ -133,7 +138,10 @@ void check_encapsulated(const std::vector<uint8_t>& f) {
 }
 
 test::dataplane_harness* harness = nullptr;
+config::daemon_config current;      // what the harness last published
+config::daemon_config original;     // the pools before any removal
 unsigned baseline_in_use = 0;
+uint64_t frames_sent = 0, frames_back = 0;  // over the whole run
 const bool verbose = std::getenv("TANDEM_FUZZ_VERBOSE") != nullptr;  // per input: what happened
 
 }  // namespace
@@ -143,6 +151,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   auto cfg = config::parse_config(fuzz_config, "worker-fuzz.yaml");
   if (!cfg.ok()) fail("config: " + cfg.error_message());
   // One worker for the whole run, like a daemon: its flow table carries state across inputs.
+  current = original = *cfg;
   harness = new test::dataplane_harness(*cfg, 4096);
   baseline_in_use = test::mbufs_in_use(harness->pool());
   // Stop the worker's lcore before static destructors run under it.
@@ -150,41 +159,127 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   return 0;
 }
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  std::vector<std::vector<uint8_t>> frames;
-  size_t pos = 0;
-  while (pos + 2 <= size && frames.size() < 64) {
-    const size_t len = std::min<size_t>({be16(data + pos), 1600, size - pos - 2});
-    frames.emplace_back(data + pos + 2, data + pos + 2 + len);
-    pos += 2 + len;
+namespace {
+
+// Applies one control-plane record and publishes the result (the worker has seen it on return).
+void apply_control(uint8_t kind, const uint8_t* b, size_t n) {
+  auto byte = [&](size_t i) -> uint32_t { return i < n ? b[i] : 0; };
+  runtime_state& st = harness->state();
+  switch (kind % 4) {
+    case 1: {  // switch, the old colour's drain deadline already passed
+      config::service& svc = current.services[byte(0) % current.services.size()];
+      const colour old = svc.active;
+      svc.active = other(old);
+      constexpr drain_action actions[3] = {drain_action::keep, drain_action::expire,
+                                           drain_action::reset};
+      st.flushes[svc.name][static_cast<size_t>(old)] =
+          colour_flush{st.next_generation, harness->now_ms(), byte(2), actions[byte(1) % 3]};
+      break;
+    }
+    case 2: {  // a backend marked down by health checks, or up again
+      const uint32_t id = byte(0) % 8;
+      if (!st.down.erase(id)) st.down.insert(id);
+      break;
+    }
+    case 3: {  // the first blue backend leaves its pool, or comes back
+      const size_t i = byte(0) % current.services.size();
+      auto& pool = current.services[i].blue;
+      const auto& first = original.services[i].blue.front();
+      if (!pool.empty() && pool.front().address == first.address)
+        pool.erase(pool.begin());
+      else
+        pool.insert(pool.begin(), first);
+      break;
+    }
+    default:
+      return;
   }
-  if (frames.empty()) return 0;
+  harness->publish(current);
+}
 
+struct totals {
+  uint64_t rx, tx, drops, resets;
+};
+totals read_totals() {
   const worker_counters& c = harness->counters();
-  const uint64_t rx0 = __atomic_load_n(&c.rx_packets, __ATOMIC_RELAXED);
-  const uint64_t tx0 = __atomic_load_n(&c.tx_packets, __ATOMIC_RELAXED);
-  const uint64_t drops0 = total_drops(c);
-  const auto out = harness->exchange(frames);
-  const uint64_t rx = __atomic_load_n(&c.rx_packets, __ATOMIC_RELAXED) - rx0;
-  const uint64_t tx = __atomic_load_n(&c.tx_packets, __ATOMIC_RELAXED) - tx0;
-  const uint64_t drops = total_drops(c) - drops0;
+  return {__atomic_load_n(&c.rx_packets, __ATOMIC_RELAXED),
+          __atomic_load_n(&c.tx_packets, __ATOMIC_RELAXED), total_drops(c),
+          __atomic_load_n(&c.drain_resets, __ATOMIC_RELAXED)};
+}
 
-  if (verbose)
-    __builtin_printf("frames %zu: sent %lu (%lu encapsulated), dropped %lu\n", frames.size(),
-                     static_cast<unsigned long>(tx),
-                     static_cast<unsigned long>(std::count_if(out.begin(), out.end(), is_encapsulated)),
-                     static_cast<unsigned long>(drops));
-  if (rx != frames.size())
-    fail("worker received " + std::to_string(rx) + " of " + std::to_string(frames.size()));
-  if (tx != out.size())
-    fail("tx counter " + std::to_string(tx) + " but " + std::to_string(out.size()) + " frames sent");
-  if (tx + drops != rx)
-    fail("frames neither sent nor counted as dropped: received " + std::to_string(rx) +
-         ", sent " + std::to_string(tx) + ", dropped " + std::to_string(drops));
-  if (const unsigned in_use = test::mbufs_in_use(harness->pool()); in_use != baseline_in_use)
-    fail("mbufs in use " + std::to_string(in_use) + " after the exchange, " +
-         std::to_string(baseline_in_use) + " before: leaked");
+void check_out(const std::vector<std::vector<uint8_t>>& out) {
+  frames_back += out.size();
   for (const auto& f : out)
     if (is_encapsulated(f)) check_encapsulated(f);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::vector<std::vector<uint8_t>> frames;
+  size_t pos = 0, records = 0;
+  auto flush_frames = [&] {
+    if (frames.empty()) return;
+    frames_sent += frames.size();
+    const totals before = read_totals();
+    const auto out = harness->exchange(frames);
+    const uint64_t rx = read_totals().rx - before.rx;
+    if (rx != frames.size())
+      fail("worker received " + std::to_string(rx) + " of " + std::to_string(frames.size()));
+    if (verbose)
+      std::printf("frames %zu: back %zu (%ld encapsulated)\n", frames.size(), out.size(),
+                  static_cast<long>(std::count_if(out.begin(), out.end(), is_encapsulated)));
+    check_out(out);
+    frames.clear();
+  };
+  while (pos + 3 <= size && records++ < 64) {
+    const uint8_t kind = data[pos];
+    const size_t len = std::min<size_t>(be16(data + pos + 1), size - pos - 3);
+    const uint8_t* payload = data + pos + 3;
+    pos += 3 + len;
+    if (kind % 4 == 0) {
+      frames.emplace_back(payload, payload + std::min<size_t>(len, 1600));
+    } else {
+      flush_frames();
+      apply_control(kind, payload, len);
+    }
+  }
+  flush_frames();
+
+  // Drain resets go out whenever the worker's sweep reaches a flow, not only inside an
+  // exchange: collect until the counts settle (a real leak or loss does not settle). Settled:
+  // no mbuf in use, every frame sent came back, and nothing changed over a millisecond (a reset
+  // the worker is sending bumps its counters a moment after its frames reach the ring).
+  totals t{};
+  unsigned in_use = 0;
+  bool settled = false;
+  for (int tries = 0; tries < 50 && !settled; ++tries) {
+    check_out(harness->exchange({}));
+    in_use = test::mbufs_in_use(harness->pool());
+    t = read_totals();
+    rte_delay_us_sleep(1'000);
+    const totals again = read_totals();
+    settled = in_use == baseline_in_use && t.tx == frames_back && again.tx == t.tx &&
+              again.drops == t.drops && again.resets == t.resets &&
+              test::mbufs_in_use(harness->pool()) == baseline_in_use;
+    if (!settled) rte_delay_us_sleep(10'000);
+  }
+  if (verbose)
+    std::printf("totals: received %lu, sent %lu, dropped %lu, drain resets %lu\n",
+                static_cast<unsigned long>(t.rx), static_cast<unsigned long>(t.tx),
+                static_cast<unsigned long>(t.drops), static_cast<unsigned long>(t.resets));
+  if (t.rx != frames_sent)
+    fail("worker received " + std::to_string(t.rx) + " frames, " + std::to_string(frames_sent) +
+         " sent");
+  if (t.tx != frames_back)
+    fail("tx counter " + std::to_string(t.tx) + " but " + std::to_string(frames_back) +
+         " frames came back");
+  if (t.tx + t.drops < t.rx || t.tx + t.drops > t.rx + 2 * t.resets)
+    fail("frames neither sent nor counted as dropped: received " + std::to_string(t.rx) +
+         ", sent " + std::to_string(t.tx) + ", dropped " + std::to_string(t.drops) +
+         ", drain resets " + std::to_string(t.resets));
+  if (in_use != baseline_in_use)
+    fail("mbufs in use " + std::to_string(in_use) + " after the exchange, " +
+         std::to_string(baseline_in_use) + " at the start: leaked");
   return 0;
 }
