@@ -59,7 +59,8 @@ stored_flow_key stored_key_of(uint64_t i) { return make_stored_key(key_of(i), 0)
 // Dependent loads over a random cycle of cache lines in a working set of N MiB: the latency a
 // flow-table miss pays once the table outgrows the caches. lscpu's L3 size is the host's; a VM
 // may get much less of it (docs/performance.md, seventh round). 2 MiB pages where the kernel
-// gives them (hugetlbfs, else transparent huge pages), so TLB misses are not what is measured.
+// gives them (hugetlbfs, else transparent huge pages), so the guest's page walks stay short; a
+// host that backs the VM with 4 KiB pages still adds TLB misses (eighth round).
 void BM_memory_latency(benchmark::State& state) {
   const size_t bytes = static_cast<size_t>(state.range(0)) << 20;
   const char* pages = "hugetlb";

@@ -44,6 +44,8 @@ struct exchange_result {
 };
 
 // Sends `request`, half-closes when asked, and reads until the server closes or timeout_ms.
+// Not test::http_exchange: this one must tell a close from a timeout, retry after libFuzzer's
+// alarm interrupts a call, and vary its source address.
 // Thousands of connections a second leave TIME_WAIT entries behind (28 k ephemeral ports ran
 // out after about 50 k inputs), so each connection comes from its own 127.x.y.z source.
 exchange_result exchange_with(const std::string& request, bool half_close) {
