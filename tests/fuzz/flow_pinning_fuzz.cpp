@@ -1,0 +1,484 @@
+// Fuzz target for invariant 1: no established flow changes backend because of a switch, a
+// rollback, a canary or segment change, a preview listener, or an edit of a pool (members
+// added or removed, weights, admin states); a backend that is down (or in maintenance) and a
+// drain deadline that passed with action expire are the only exceptions. It plays TCP and UDP packets of 20 flows through the real worker loop (its own
+// lcore, net_ring port) and changes the control plane between them, and checks every packet
+// against a model of the pins the worker must keep:
+//
+// - a packet of a pinned flow goes to the pinned backend while that backend is available, and
+//   otherwise to a backend that takes new flows in the flow's own colour (then pinned there);
+// - a packet of a flow with no pin, and a SYN that restarts one (port reuse after FIN or RST, or
+//   a colour the client would no longer choose), goes to a backend that takes new flows in the
+//   colour the client chooses now (segments, canary cohort, preview listener, active colour);
+// - a packet is dropped only when no backend of that colour takes new flows;
+// - a reset for a flow that is not pinned is forwarded but not tracked.
+//
+// Flows: 0-9 web (IPv4, VIP 198.51.100.10:80), 10-11 web's preview listener
+// (198.51.100.11:8080), 12-15 web6 (IPv6, [2001:db8::10]:443), 16-19 dns (UDP,
+// 198.51.100.53:53). Client addresses change with every input, so the flows of one input never
+// meet an entry of an earlier one, and every input starts from the same configuration.
+//
+// Input: records of 3 bytes (op, a, b), at most 256. Even op: a packet of flow a % 20 with TCP
+// flags b & 0x3f if b & 0x80, else one of SYN, ACK, PSH|ACK, FIN|ACK, RST, RST|ACK, SYN|ACK,
+// FIN (b & 7). Odd op, by (op >> 1) % 8, for service s = a % 3 (web, web6, dns), colour
+// (a >> 2) & 1 and backend n = b % 6 + 1: 0 switch s (b % 3: 0 no drain deadline, 1 the old
+// colour's deadline passed with action keep, 2 with action expire), 1 canary of s to (b % 11) * 1000 basis
+// points, 2 toggle a segment rule of s to colour b & 1, 3 add backend n to (or remove it from)
+// the colour's pool, 4 set its weight to (b >> 3) % 4, 5 set its admin state to (b >> 3) % 3
+// (ready, drain, maint), 6 mark it down (or up again), 7 send the packets so far, queued all at
+// once (many bursts in one poll) when b is odd. Packets are sent before every control change.
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "control/config.h"
+#include "dataplane/flow_hash.h"
+#include "tests/support/dataplane_harness.h"
+#include "tests/support/eal_fixture.h"
+#include "tests/support/packet_builder.h"
+
+namespace {
+
+using namespace tandem;
+
+constexpr std::string_view fuzz_config = R"(dataplane:
+  timeouts: {tcp_syn: 20s, tcp_established: 20s, tcp_closing: 20s, udp: 20s}
+services:
+  - name: web
+    vip: 198.51.100.10
+    protocol: tcp
+    port: 80
+    forwarding: l2
+    maglev_size: 1009
+    preview: {vip: 198.51.100.11, port: 8080}
+    pools:
+      blue:
+        - {address: 10.1.0.1, mac: "02:00:00:00:01:01"}
+        - {address: 10.1.0.2, mac: "02:00:00:00:01:02"}
+        - {address: 10.1.0.3, mac: "02:00:00:00:01:03"}
+        - {address: 10.1.0.4, mac: "02:00:00:00:01:04"}
+      green:
+        - {address: 10.2.0.1, mac: "02:00:00:00:02:01"}
+        - {address: 10.2.0.2, mac: "02:00:00:00:02:02"}
+        - {address: 10.2.0.3, mac: "02:00:00:00:02:03"}
+  - name: web6
+    vip: "2001:db8::10"
+    protocol: tcp
+    port: 443
+    forwarding: l2
+    maglev_size: 1009
+    pools:
+      blue:
+        - {address: "fd00:1:0::1", mac: "02:00:00:00:01:15"}
+        - {address: "fd00:1:0::2", mac: "02:00:00:00:01:16"}
+      green:
+        - {address: "fd00:1:1::1", mac: "02:00:00:00:02:15"}
+  - name: dns
+    vip: 198.51.100.53
+    protocol: udp
+    port: 53
+    forwarding: l2
+    maglev_size: 1009
+    pools:
+      blue:
+        - {address: 10.3.0.1, mac: "02:00:00:00:01:29"}
+        - {address: 10.3.0.2, mac: "02:00:00:00:01:2a"}
+      green:
+        - {address: 10.4.0.1, mac: "02:00:00:00:02:29"}
+)";
+// (The MACs above follow backend_ref's numbering: 02:00:00:00:CC:NN, CC 01 blue / 02 green,
+// NN = 20 * service + n.)
+
+constexpr size_t flow_count = 20;
+constexpr uint32_t timeout_ms = 20'000;  // every state's idle timeout, as configured above
+
+[[noreturn]] void fail(const std::string& what) {
+  std::fprintf(stderr, "flow_pinning_fuzz: %s\n", what.c_str());
+  std::abort();
+}
+
+// A backend of the model: service index (0 web, 1 web6, 2 dns), colour, n (1-6).
+struct backend_ref {
+  int svc = -1;
+  colour c = colour::blue;
+  int n = 0;
+  friend bool operator==(const backend_ref&, const backend_ref&) = default;
+};
+
+std::string describe(const backend_ref& b) {
+  static const char* names[] = {"web", "web6", "dns"};
+  if (b.svc < 0) return "(none)";
+  return std::string(names[b.svc]) + "/" + colour_name(b.c) + "/" + std::to_string(b.n);
+}
+
+ip_address backend_address(const backend_ref& b) {
+  const int c = b.c == colour::blue ? 0 : 1;
+  switch (b.svc) {
+    case 0: return test::addr("10." + std::to_string(1 + c) + ".0." + std::to_string(b.n));
+    case 1: return test::addr("fd00:1:" + std::to_string(c) + "::" + std::to_string(b.n));
+    default: return test::addr("10." + std::to_string(3 + c) + ".0." + std::to_string(b.n));
+  }
+}
+
+config::backend make_backend(const backend_ref& b) {
+  config::backend be;
+  be.address = backend_address(b);
+  be.mac = test::backend_mac(b.c, 20 * b.svc + b.n);
+  return be;
+}
+
+std::optional<backend_ref> backend_of_frame(const std::vector<uint8_t>& f) {
+  if (f.size() < 14) return std::nullopt;
+  const auto [c, nn] = test::decode_backend_mac(f.data());
+  if (c < 0 || nn / 20 > 2 || nn % 20 < 1 || nn % 20 > 6) return std::nullopt;
+  return backend_ref{nn / 20, c == 0 ? colour::blue : colour::green, nn % 20};
+}
+
+// The serial number the packet carries (TCP sequence number, or the UDP payload).
+std::optional<uint32_t> serial_of_frame(const std::vector<uint8_t>& f) {
+  if (f.size() < 14) return std::nullopt;
+  const uint32_t type = uint32_t{f[12]} << 8 | f[13];
+  size_t l4 = 0;
+  uint8_t proto = 0;
+  if (type == 0x0800 && f.size() >= 34) {
+    l4 = 14 + size_t{f[14] & 15u} * 4;
+    proto = f[23];
+  } else if (type == 0x86dd && f.size() >= 54) {
+    l4 = 54;
+    proto = f[20];
+  } else {
+    return std::nullopt;
+  }
+  const size_t at = proto == 6 ? l4 + 4 : l4 + 8;
+  if (f.size() < at + 4) return std::nullopt;
+  return uint32_t{f[at]} << 24 | uint32_t{f[at + 1]} << 16 | uint32_t{f[at + 2]} << 8 | f[at + 3];
+}
+
+struct flow_def {
+  int svc;        // 0 web, 1 web6, 2 dns
+  bool preview;   // web's preview listener
+};
+flow_def flow_of(size_t f) {
+  if (f < 10) return {0, false};
+  if (f < 12) return {0, true};
+  if (f < 16) return {1, false};
+  return {2, false};
+}
+
+// What the worker must remember about a flow.
+struct pin {
+  bool tracked = false;
+  backend_ref backend;
+  colour c = colour::blue;
+  tcp_state state = tcp_state::empty;
+  uint32_t generation = 0;  // the generation it was pinned in (drain flushes are by generation)
+};
+
+tcp_state next_state(tcp_state s, uint8_t flags) {
+  if (flags & 0x04) return tcp_state::closed;
+  if (flags & 0x01) return s == tcp_state::closed ? s : tcp_state::closing;
+  if (s == tcp_state::syn_seen && (flags & 0x12) == 0x10) return tcp_state::established;
+  return s;
+}
+
+test::dataplane_harness* harness = nullptr;
+config::daemon_config original;
+uint32_t input_number = 0;
+const bool verbose = std::getenv("TANDEM_FUZZ_VERBOSE") != nullptr;
+
+// The state of one input: the configuration now, the model's pins, the packets not yet sent.
+struct run {
+  config::daemon_config cfg = original;
+  std::array<pin, flow_count> pins{};
+  struct packet {
+    size_t flow;
+    uint8_t flags;
+    uint32_t serial;
+  };
+  std::vector<packet> pending;
+  std::vector<std::vector<uint8_t>> frames;
+  uint32_t serial = 0;
+  uint32_t started_ms = 0;
+  uint64_t checked = 0;
+
+  std::string client(size_t f) const {
+    const uint32_t k = input_number;
+    if (flow_of(f).svc == 1) {
+      char text[64];
+      std::snprintf(text, sizeof text, "2001:db8:c:%zx::%x:%x", f - 12, k >> 16, k & 0xffff);
+      return text;
+    }
+    return "10." + std::to_string(f) + "." + std::to_string((k >> 8) & 0xff) + "." +
+           std::to_string(k & 0xff);
+  }
+  uint16_t client_port(size_t f) const {
+    return flow_of(f).svc == 1 ? static_cast<uint16_t>(1024 + f)
+                               : static_cast<uint16_t>(1024 + ((input_number >> 16) & 0x3fff));
+  }
+
+  const config::backend* member(const backend_ref& b) const {
+    const ip_address a = backend_address(b);
+    for (const config::backend& m : cfg.services[b.svc].pool(b.c))
+      if (m.address == a) return &m;
+    return nullptr;
+  }
+  bool down(const backend_ref& b) const {
+    const auto id = harness->state().registry.find(cfg.services[b.svc].name, b.c, backend_address(b));
+    return id && harness->state().down.contains(*id);
+  }
+  // A flow pinned to b stays there (drain and weight 0 keep flows; maintenance does not).
+  bool keeps_flows(const backend_ref& b) const {
+    const config::backend* m = member(b);
+    return !down(b) && !(m != nullptr && m->state == config::backend_admin_state::maint);
+  }
+  bool takes_new(const backend_ref& b) const {
+    const config::backend* m = member(b);
+    return m != nullptr && m->weight > 0 && m->state == config::backend_admin_state::ready &&
+           !down(b);
+  }
+  bool colour_takes_new(int svc, colour c) const {
+    for (int n = 1; n <= 6; ++n)
+      if (takes_new({svc, c, n})) return true;
+    return false;
+  }
+  // The colour a new connection of flow f chooses now (choose_colour's rules).
+  colour choice(size_t f) const {
+    const config::service& s = cfg.services[flow_of(f).svc];
+    if (flow_of(f).preview) return other(s.active);
+    const ip_address src = test::addr(client(f));
+    for (const config::segment& r : s.segments)
+      if (src.in_prefix(r.prefix.address, r.prefix.length)) return r.to;
+    if (s.canary_basis_points != 0 && hash_client(src) % 10000u < s.canary_basis_points)
+      return other(s.active);
+    return s.active;
+  }
+
+  void add_packet(size_t f, uint8_t flags) {
+    const flow_def d = flow_of(f);
+    test::frame_spec spec;
+    spec.src = client(f);
+    spec.src_port = client_port(f);
+    const uint32_t s = serial++;
+    if (d.svc == 2) {
+      spec.dst = "198.51.100.53";
+      spec.dst_port = 53;
+      spec.proto = 17;
+      spec.payload = {static_cast<uint8_t>(s >> 24), static_cast<uint8_t>(s >> 16),
+                      static_cast<uint8_t>(s >> 8), static_cast<uint8_t>(s)};
+      flags = 0;
+    } else {
+      spec.dst = d.svc == 1 ? "2001:db8::10" : d.preview ? "198.51.100.11" : "198.51.100.10";
+      spec.dst_port = d.svc == 1 ? 443 : d.preview ? 8080 : 80;
+      spec.tcp_flags = flags;
+      spec.seq = s;
+      spec.ack = (flags & 0x10) ? 7777 : 0;
+    }
+    pending.push_back({f, flags, s});
+    frames.push_back(test::build_frame(spec));
+  }
+
+  // Sends the pending packets and checks each against the model, in order.
+  void send(bool queued) {
+    if (pending.empty()) return;
+    const auto out = queued ? harness->exchange_queued(frames) : harness->exchange(frames);
+    // Flows idle past their timeout may legitimately lose their pin: an input this slow (a
+    // stalled machine) is not checked.
+    const bool in_time = harness->now_ms() - started_ms < timeout_ms / 2;
+    std::map<uint32_t, backend_ref> got;
+    for (const auto& f : out) {
+      const auto s = serial_of_frame(f);
+      const auto b = backend_of_frame(f);
+      if (!s || !b) fail("a transmitted frame that is not one of ours");
+      if (!got.emplace(*s, *b).second) fail("packet " + std::to_string(*s) + " sent twice");
+    }
+    for (const packet& p : pending) {
+      const auto it = got.find(p.serial);
+      const std::optional<backend_ref> to =
+          it == got.end() ? std::nullopt : std::optional<backend_ref>(it->second);
+      if (in_time) check(p, to);
+    }
+    pending.clear();
+    frames.clear();
+  }
+
+  void check(const packet& p, const std::optional<backend_ref>& to) {
+    ++checked;
+    const flow_def d = flow_of(p.flow);
+    const bool tcp = d.svc != 2;
+    const bool syn = tcp && (p.flags & 0x12) == 0x02;
+    pin& pn = pins[p.flow];
+    const std::string what = "flow " + std::to_string(p.flow) + " packet " +
+                             std::to_string(p.serial) + " (flags " + std::to_string(p.flags) +
+                             ") went to " + (to ? describe(*to) : "nowhere");
+    if (verbose) std::printf("%s\n", what.c_str());
+    const colour chosen = choice(p.flow);
+    const bool restart = pn.tracked && syn &&
+                         (pn.state == tcp_state::closing || pn.state == tcp_state::closed ||
+                          pn.c != chosen);
+    if (pn.tracked && !restart) {
+      if (keeps_flows(pn.backend)) {
+        if (!to || !(*to == pn.backend))
+          fail(what + ", but it is pinned to " + describe(pn.backend) + ", which keeps its flows");
+      } else if (!colour_takes_new(d.svc, pn.c)) {
+        if (to) fail(what + ": pinned to unavailable " + describe(pn.backend) + " and no backend of " +
+                     colour_name(pn.c) + " takes flows, so it should have been dropped");
+        return;  // dropped; the entry keeps its backend
+      } else {
+        if (!to || to->svc != d.svc || to->c != pn.c || !takes_new(*to))
+          fail(what + ": its backend " + describe(pn.backend) +
+               " is unavailable, so it belongs on a backend of " + colour_name(pn.c) +
+               " that takes new flows");
+        pn.backend = *to;
+      }
+      if (tcp) pn.state = next_state(pn.state, p.flags);
+      return;
+    }
+    // A new flow (or a restarted one): the colour the client chooses now.
+    if (restart) pn.tracked = false;
+    if (!colour_takes_new(d.svc, chosen)) {
+      if (to) fail(what + ", but no backend of " + colour_name(chosen) + " takes new flows");
+      return;
+    }
+    if (!to || to->svc != d.svc || to->c != chosen || !takes_new(*to))
+      fail(what + ", but a new flow belongs on a backend of " + colour_name(chosen) +
+           " that takes new flows");
+    if (tcp && !syn && (p.flags & 0x04)) return;  // a reset for an unknown flow: not tracked
+    pn.tracked = true;
+    pn.backend = *to;
+    pn.c = chosen;
+    pn.generation = harness->state().next_generation - 1;  // the one the packet saw
+    pn.state = !tcp ? tcp_state::udp
+               : syn ? tcp_state::syn_seen
+                     : next_state(tcp_state::established, p.flags);
+  }
+
+  // Applies one control change (packets already sent); an invalid result is skipped.
+  void control(uint8_t kind, uint8_t a, uint8_t b) {
+    const int svc = a % 3;
+    const backend_ref be{svc, (a >> 2) & 1 ? colour::green : colour::blue, b % 6 + 1};
+    config::daemon_config next = cfg;
+    config::service& s = next.services[static_cast<size_t>(svc)];
+    auto find = [&]() -> config::backend* {
+      for (config::backend& m : s.pool(be.c))
+        if (m.address == backend_address(be)) return &m;
+      return nullptr;
+    };
+    switch (kind) {
+      case 0: {
+        // A switch; b % 3 = 1 or 2: the old colour's drain deadline has passed already, with
+        // action keep (flows stay) or expire (flows pinned before this generation end: the one
+        // exception besides a backend that is down). Reset is worker_frames' to check.
+        const colour old = s.active;
+        s.active = other(old);
+        if (b % 3 != 0) {
+          const drain_action action = b % 3 == 1 ? drain_action::keep : drain_action::expire;
+          const uint32_t g = harness->state().next_generation;
+          if (!config::validate(next).ok()) return;
+          harness->state().flushes[s.name][static_cast<size_t>(old)] =
+              colour_flush{g, harness->now_ms(), 0, action};
+          if (action == drain_action::expire)
+            for (size_t f = 0; f < flow_count; ++f)
+              if (flow_of(f).svc == svc && pins[f].tracked && pins[f].c == old &&
+                  pins[f].generation < g)
+                pins[f].tracked = false;
+        }
+        break;
+      }
+      case 1:
+        s.canary_basis_points = (b % 11u) * 1000u;
+        break;
+      case 2:
+        if (s.segments.empty()) {
+          const char* prefix = svc == 1 ? "2001:db8:c::/63" : "10.0.0.0/13";  // flows 12-13, 0-7
+          s.segments.push_back({*parse_ip_prefix(prefix), b & 1 ? colour::green : colour::blue});
+        } else {
+          s.segments.clear();
+        }
+        break;
+      case 3: {
+        auto& pool = s.pool(be.c);
+        if (config::backend* m = find())
+          pool.erase(pool.begin() + (m - pool.data()));
+        else  // anywhere in the list: the order of a pool must not matter
+          pool.insert(pool.begin() + static_cast<long>((b >> 3) % (pool.size() + 1)),
+                      make_backend(be));
+        break;
+      }
+      case 4:
+        if (config::backend* m = find()) m->weight = (b >> 3) % 4u;
+        break;
+      case 5:
+        if (config::backend* m = find())
+          m->state = static_cast<config::backend_admin_state>((b >> 3) % 3u);
+        break;
+      case 6: {
+        const auto id =
+            harness->state().registry.find(s.name, be.c, backend_address(be));
+        if (!id) return;
+        auto& down = harness->state().down;
+        if (!down.erase(*id)) down.insert(*id);
+        break;
+      }
+      default:
+        return;
+    }
+    if (!config::validate(next).ok()) return;
+    const uint32_t gen = harness->state().next_generation;
+    harness->publish(next);
+    if (harness->state().next_generation == gen) fail("a valid configuration did not build");
+    cfg = std::move(next);
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  spdlog::set_level(spdlog::level::off);
+  auto cfg = config::parse_config(fuzz_config, "flow-pinning-fuzz.yaml");
+  if (!cfg.ok()) fail("config: " + cfg.error_message());
+  original = *cfg;
+  // One worker for the whole run, like a daemon. 256 K slots: the flows of the inputs of the
+  // last 20 s (the idle timeout) fit with room to spare, so no insert fails or evicts.
+  harness = new test::dataplane_harness(original, 1 << 18);
+  std::atexit([] { delete harness; });
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  ++input_number;
+  // Every input starts from the same control state.
+  harness->state().down.clear();
+  harness->state().flushes.clear();
+  harness->publish(original);
+  run r;
+  r.started_ms = harness->now_ms();
+  size_t records = 0;
+  for (size_t pos = 0; pos + 3 <= size && records < 256; pos += 3, ++records) {
+    const uint8_t op = data[pos], a = data[pos + 1], b = data[pos + 2];
+    if ((op & 1) == 0) {
+      static constexpr uint8_t flags[8] = {0x02, 0x10, 0x18, 0x11, 0x04, 0x14, 0x12, 0x01};
+      r.add_packet(a % flow_count, (b & 0x80) ? (b & 0x3f) : flags[b & 7]);
+      continue;
+    }
+    const uint8_t kind = (op >> 1) % 8;
+    if (kind == 7) {
+      r.send(b & 1);
+      continue;
+    }
+    r.send(false);
+    r.control(kind, a, b);
+  }
+  r.send(false);
+  if (verbose) std::printf("input %u: %lu packets checked\n", input_number,
+                           static_cast<unsigned long>(r.checked));
+  return 0;
+}
