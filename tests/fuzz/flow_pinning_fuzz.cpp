@@ -51,7 +51,7 @@ namespace {
 using namespace tandem;
 
 constexpr std::string_view fuzz_config = R"(dataplane:
-  timeouts: {tcp_syn: 20s, tcp_established: 20s, tcp_closing: 20s, udp: 20s}
+  timeouts: {tcp_syn: 2s, tcp_established: 2s, tcp_closing: 2s, udp: 2s}
 services:
   - name: web
     vip: 198.51.100.10
@@ -99,7 +99,7 @@ services:
 // NN = 20 * service + n.)
 
 constexpr size_t flow_count = 20;
-constexpr uint32_t timeout_ms = 20'000;  // every state's idle timeout, as configured above
+constexpr uint32_t timeout_ms = 2'000;  // every state's idle timeout, as configured above
 
 [[noreturn]] void fail(const std::string& what) {
   std::fprintf(stderr, "flow_pinning_fuzz: %s\n", what.c_str());
@@ -193,6 +193,14 @@ tcp_state next_state(tcp_state s, uint8_t flags) {
 test::dataplane_harness* harness = nullptr;
 config::daemon_config original;
 uint32_t input_number = 0;
+uint64_t table_full_events = 0;  // the worker's evictions + failed inserts so far
+// The table holds 2048 slots, and the same 1400 UDP flows (unchecked) are sent at the start of
+// every input, so it is always 70-95 % full (with the last 2 s of inputs' flows): inserts then
+// often find both buckets full and move residents to their other bucket, the path that leaves
+// lookup hints stale within a burst.
+constexpr size_t table_slots = 2048;
+constexpr uint32_t ballast_flows = 1400;
+std::vector<std::vector<uint8_t>> ballast;
 const bool verbose = std::getenv("TANDEM_FUZZ_VERBOSE") != nullptr;
 
 // The state of one input: the configuration now, the model's pins, the packets not yet sent.
@@ -209,6 +217,7 @@ struct run {
   uint32_t serial = 0;
   uint32_t started_ms = 0;
   uint64_t checked = 0;
+  bool checking = true;  // false once the table evicted or refused a flow (see send)
 
   std::string client(size_t f) const {
     const uint32_t k = input_number;
@@ -291,8 +300,15 @@ struct run {
     if (pending.empty()) return;
     const auto out = queued ? harness->exchange_queued(frames) : harness->exchange(frames);
     // Flows idle past their timeout may legitimately lose their pin: an input this slow (a
-    // stalled machine) is not checked.
-    const bool in_time = harness->now_ms() - started_ms < timeout_ms / 2;
+    // stalled machine) is not checked. Nor is the rest of an input once the table evicted a
+    // flow or refused one (it is small, so that inserts move entries between buckets): the
+    // model cannot tell which flow that was.
+    const worker_counters& wc = harness->counters();
+    const uint64_t full = __atomic_load_n(&wc.evictions, __ATOMIC_RELAXED) +
+                          __atomic_load_n(&wc.failed_inserts, __ATOMIC_RELAXED);
+    if (full != table_full_events) checking = false;
+    table_full_events = full;
+    const bool in_time = checking && harness->now_ms() - started_ms < timeout_ms / 2;
     std::map<uint32_t, backend_ref> got;
     for (const auto& f : out) {
       const auto s = serial_of_frame(f);
@@ -366,6 +382,7 @@ struct run {
     const int svc = a % 3;
     const backend_ref be{svc, (a >> 2) & 1 ? colour::green : colour::blue, b % 6 + 1};
     config::daemon_config next = cfg;
+    bool sweep_after = false;
     config::service& s = next.services[static_cast<size_t>(svc)];
     auto find = [&]() -> config::backend* {
       for (config::backend& m : s.pool(be.c))
@@ -385,6 +402,7 @@ struct run {
           if (!config::validate(next).ok()) return;
           harness->state().flushes[s.name][static_cast<size_t>(old)] =
               colour_flush{g, harness->now_ms(), 0, action};
+          sweep_after = action == drain_action::expire;
           if (action == drain_action::expire)
             for (size_t f = 0; f < flow_count; ++f)
               if (flow_of(f).svc == svc && pins[f].tracked && pins[f].c == old &&
@@ -436,6 +454,17 @@ struct run {
     harness->publish(next);
     if (harness->state().next_generation == gen) fail("a valid configuration did not build");
     cfg = std::move(next);
+    if (sweep_after) {
+      // The worker applies a passed deadline to a flow at its next packet or when its sweep
+      // (32 slots a loop while the deadline's window is open) reaches the flow. Let the sweep
+      // cover the whole table, so that a later switch, which replaces this colour's deadline,
+      // cannot spare a flow the model has already let go.
+      const worker_counters& wc = harness->counters();
+      const uint64_t loops = __atomic_load_n(&wc.loops, __ATOMIC_RELAXED);
+      harness->wait_for([&] {
+        return __atomic_load_n(&wc.loops, __ATOMIC_RELAXED) > loops + table_slots / 32 + 4;
+      });
+    }
   }
 };
 
@@ -446,9 +475,17 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   auto cfg = config::parse_config(fuzz_config, "flow-pinning-fuzz.yaml");
   if (!cfg.ok()) fail("config: " + cfg.error_message());
   original = *cfg;
-  // One worker for the whole run, like a daemon. 256 K slots: the flows of the inputs of the
-  // last 20 s (the idle timeout) fit with room to spare, so no insert fails or evicts.
-  harness = new test::dataplane_harness(original, 1 << 18);
+  // One worker for the whole run, like a daemon, with a small table (see ballast_flows).
+  harness = new test::dataplane_harness(original, table_slots);
+  for (uint32_t i = 0; i < ballast_flows; ++i) {
+    test::frame_spec spec;
+    spec.src = "10.200." + std::to_string(i >> 8) + "." + std::to_string(i & 0xff);
+    spec.src_port = 5353;
+    spec.dst = "198.51.100.53";
+    spec.dst_port = 53;
+    spec.proto = 17;
+    ballast.push_back(test::build_frame(spec));
+  }
   std::atexit([] { delete harness; });
   return 0;
 }
@@ -459,8 +496,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   harness->state().down.clear();
   harness->state().flushes.clear();
   harness->publish(original);
+  harness->exchange(ballast);
   run r;
   r.started_ms = harness->now_ms();
+  table_full_events = __atomic_load_n(&harness->counters().evictions, __ATOMIC_RELAXED) +
+                      __atomic_load_n(&harness->counters().failed_inserts, __ATOMIC_RELAXED);
   size_t records = 0;
   for (size_t pos = 0; pos + 3 <= size && records < 256; pos += 3, ++records) {
     const uint8_t op = data[pos], a = data[pos + 1], b = data[pos + 2];
@@ -478,7 +518,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     r.control(kind, a, b);
   }
   r.send(false);
-  if (verbose) std::printf("input %u: %lu packets checked\n", input_number,
-                           static_cast<unsigned long>(r.checked));
+  if (verbose) {
+    int64_t live = 0;
+    for (uint16_t id = 0; id < 3; ++id)
+      live += harness->live_flows(id, colour::blue) + harness->live_flows(id, colour::green);
+    std::printf("input %u: %lu packets checked%s; %ld flows in the table\n", input_number,
+                static_cast<unsigned long>(r.checked),
+                r.checking ? "" : " (then the table evicted or refused a flow)",
+                static_cast<long>(live));
+  }
   return 0;
 }
