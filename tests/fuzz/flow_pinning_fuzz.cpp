@@ -21,8 +21,8 @@
 // Input: records of 3 bytes (op, a, b), at most 256. Even op: a packet of flow a % 20 with TCP
 // flags b & 0x3f if b & 0x80, else one of SYN, ACK, PSH|ACK, FIN|ACK, RST, RST|ACK, SYN|ACK,
 // FIN (b & 7). Odd op, by (op >> 1) % 8, for service s = a % 3 (web, web6, dns), colour
-// (a >> 2) & 1 and backend n = b % 6 + 1: 0 switch s (b % 3: 0 no drain deadline, 1 the old
-// colour's deadline passed with action keep, 2 with action expire), 1 canary of s to (b % 11) * 1000 basis
+// (a >> 2) & 1 and backend n = b % 6 + 1: 0 switch s (b % 3: the old colour drains with action
+// 0 keep, 1 expire with the deadline passed, 2 expire a minute from now), 1 canary of s to (b % 11) * 1000 basis
 // points, 2 toggle a segment rule of s to colour b & 1, 3 add backend n to (or remove it from)
 // the colour's pool, 4 set its weight to (b >> 3) % 4, 5 set its admin state to (b >> 3) % 3
 // (ready, drain, maint), 6 mark it down (or up again), 7 send the packets so far, queued all at
@@ -391,23 +391,28 @@ struct run {
     };
     switch (kind) {
       case 0: {
-        // A switch; b % 3 = 1 or 2: the old colour's drain deadline has passed already, with
-        // action keep (flows stay) or expire (flows pinned before this generation end: the one
-        // exception besides a backend that is down). Reset is worker_frames' to check.
+        // A switch, with the old colour's drain as the controller sets it (start_drain): the
+        // new colour stops draining, and the old one drains with action keep (b % 3 == 0), or
+        // expire with the deadline already passed (1: flows pinned to the old colour before this
+        // generation end, the one exception besides a backend that is down) or a minute away
+        // (2: they stay). Reset is worker_frames' to check.
         const colour old = s.active;
         s.active = other(old);
-        if (b % 3 != 0) {
-          const drain_action action = b % 3 == 1 ? drain_action::keep : drain_action::expire;
-          const uint32_t g = harness->state().next_generation;
-          if (!config::validate(next).ok()) return;
-          harness->state().flushes[s.name][static_cast<size_t>(old)] =
-              colour_flush{g, harness->now_ms(), 0, action};
-          sweep_after = action == drain_action::expire;
-          if (action == drain_action::expire)
-            for (size_t f = 0; f < flow_count; ++f)
-              if (flow_of(f).svc == svc && pins[f].tracked && pins[f].c == old &&
-                  pins[f].generation < g)
-                pins[f].tracked = false;
+        s.canary_basis_points = 0;  // as the controller does: a switch is a full cut-over
+        if (!config::validate(next).ok()) return;
+        const uint32_t g = harness->state().next_generation;
+        auto& flush = harness->state().flushes[s.name];
+        flush[static_cast<size_t>(s.active)] = colour_flush{};
+        flush[static_cast<size_t>(old)] =
+            b % 3 == 0 ? colour_flush{}
+                       : colour_flush{g, harness->now_ms() + (b % 3 == 1 ? 0u : 60'000u), 0,
+                                      drain_action::expire};
+        if (b % 3 == 1) {
+          sweep_after = true;
+          for (size_t f = 0; f < flow_count; ++f)
+            if (flow_of(f).svc == svc && pins[f].tracked && pins[f].c == old &&
+                pins[f].generation < g)
+              pins[f].tracked = false;
         }
         break;
       }
