@@ -1,7 +1,8 @@
 // Fuzz target for invariant 1: no established flow changes backend because of a switch, a
 // rollback, a canary or segment change, a preview listener, or an edit of a pool (members
 // added or removed, weights, admin states); a backend that is down (or in maintenance) and a
-// drain deadline that passed with action expire are the only exceptions. It plays TCP and UDP packets of 20 flows through the real worker loop (its own
+// drain deadline that passed with action expire are the only exceptions (with action reset,
+// both ends get resets and the flow stays pinned, closed). It plays TCP and UDP packets of 20 flows through the real worker loop (its own
 // lcore, net_ring port) and changes the control plane between them, and checks every packet
 // against a model of the pins the worker must keep:
 //
@@ -21,8 +22,9 @@
 // Input: records of 3 bytes (op, a, b), at most 256. Even op: a packet of flow a % 20 with TCP
 // flags b & 0x3f if b & 0x80, else one of SYN, ACK, PSH|ACK, FIN|ACK, RST, RST|ACK, SYN|ACK,
 // FIN (b & 7). Odd op, by (op >> 1) % 8, for service s = a % 3 (web, web6, dns), colour
-// (a >> 2) & 1 and backend n = b % 6 + 1: 0 switch s (b % 3: the old colour drains with action
-// 0 keep, 1 expire with the deadline passed, 2 expire a minute from now), 1 canary of s to (b % 11) * 1000 basis
+// (a >> 2) & 1 and backend n = b % 6 + 1: 0 switch s (b % 4: the old colour drains with action
+// 0 keep, 1 expire with the deadline passed, 2 expire a minute from now, 3 reset with the
+// deadline passed), 1 canary of s to (b % 11) * 1000 basis
 // points, 2 toggle a segment rule of s to colour b & 1, 3 add backend n to (or remove it from)
 // the colour's pool, 4 set its weight to (b >> 3) % 4, 5 set its admin state to (b >> 3) % 3
 // (ready, drain, maint), 6 mark it down (or up again), 7 send the packets so far, queued all at
@@ -392,6 +394,7 @@ struct run {
     const backend_ref be{svc, (a >> 2) & 1 ? colour::green : colour::blue, b % 6 + 1};
     config::daemon_config next = cfg;
     bool sweep_after = false;
+    bool resets_after = false;
     config::service& s = next.services[static_cast<size_t>(svc)];
     auto find = [&]() -> config::backend* {
       for (config::backend& m : s.pool(be.c))
@@ -401,27 +404,35 @@ struct run {
     switch (kind) {
       case 0: {
         // A switch, with the old colour's drain as the controller sets it (start_drain): the
-        // new colour stops draining, and the old one drains with action keep (b % 3 == 0), or
-        // expire with the deadline already passed (1: flows pinned to the old colour before this
-        // generation end, the one exception besides a backend that is down) or a minute away
-        // (2: they stay). Reset is worker_frames' to check.
+        // new colour stops draining, and the old one drains (b % 4) with action 0 keep, 1 expire
+        // with the deadline passed (flows pinned to the old colour before this generation end:
+        // the one exception besides a backend that is down), 2 expire a minute from now (they
+        // stay), 3 reset with the deadline passed (TCP flows get resets and stay pinned, closed,
+        // so what their ends still send reaches the old backend; UDP flows end).
         const colour old = s.active;
         s.active = other(old);
         s.canary_basis_points = 0;  // as the controller does: a switch is a full cut-over
         if (!config::validate(next).ok()) return;
         const uint32_t g = harness->state().next_generation;
+        const uint32_t mode = b % 4u;
         auto& flush = harness->state().flushes[s.name];
         flush[static_cast<size_t>(s.active)] = colour_flush{};
         flush[static_cast<size_t>(old)] =
-            b % 3 == 0 ? colour_flush{}
-                       : colour_flush{g, harness->now_ms() + (b % 3 == 1 ? 0u : 60'000u), 0,
-                                      drain_action::expire};
-        if (b % 3 == 1) {
+            mode == 0 ? colour_flush{}
+                      : colour_flush{g, harness->now_ms() + (mode == 2 ? 60'000u : 0u), 0,
+                                     mode == 3 ? drain_action::reset : drain_action::expire};
+        if (mode == 1 || mode == 3) {
           sweep_after = true;
-          for (size_t f = 0; f < flow_count; ++f)
-            if (flow_of(f).svc == svc && pins[f].tracked && pins[f].c == old &&
-                pins[f].generation < g)
-              pins[f].tracked = false;
+          resets_after = mode == 3;
+          for (size_t f = 0; f < flow_count; ++f) {
+            pin& pn = pins[f];
+            if (flow_of(f).svc != svc || !pn.tracked || pn.c != old || pn.generation >= g)
+              continue;
+            if (mode == 3 && svc != 2)
+              pn.state = tcp_state::closed;
+            else
+              pn.tracked = false;
+          }
         }
         break;
       }
@@ -478,6 +489,19 @@ struct run {
       harness->wait_for([&] {
         return __atomic_load_n(&wc.loops, __ATOMIC_RELAXED) > loops + table_slots / 32 + 4;
       });
+    }
+    if (resets_after) {
+      // The sweep's resets (to the clients and to the old backends; some for earlier inputs'
+      // flows): bare TCP resets, taken off the ring so that only packets of ours follow.
+      const auto resets = harness->exchange({});
+      if (verbose) std::printf("drain resets: %zu frames\n", resets.size());
+      for (const auto& f : resets) {
+        const uint32_t type = f.size() >= 14 ? (uint32_t{f[12]} << 8 | f[13]) : 0;
+        const size_t l4 = type == 0x0800 ? 34 : 54;
+        const uint8_t proto = type == 0x0800 ? f[23] : type == 0x86dd ? f[20] : 0;
+        if (proto != 6 || f.size() < l4 + 20 || !(f[l4 + 13] & 0x04))
+          fail("a frame other than a drain reset came out after a reset deadline passed");
+      }
     }
   }
 };
