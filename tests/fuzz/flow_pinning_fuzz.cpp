@@ -1,10 +1,10 @@
 // Fuzz target for invariant 1: no established flow changes backend because of a switch, a
 // rollback, a canary or segment change, a preview listener, or an edit of a pool (members
-// added or removed, weights, admin states); a backend that is down (or in maintenance) and a
-// drain deadline that passed with action expire are the only exceptions (with action reset,
-// both ends get resets and the flow stays pinned, closed). It plays TCP and UDP packets of 20 flows through the real worker loop (its own
-// lcore, net_ring port) and changes the control plane between them, and checks every packet
-// against a model of the pins the worker must keep:
+// added or removed, weights, admin states). A backend that is down (or in maintenance) and a
+// drain deadline that passed with action expire are the only exceptions; with action reset,
+// both ends get resets and the flow stays pinned, closed. The target plays TCP and UDP packets
+// of 20 flows through the real worker loop (its own lcore, net_ring port), changes the control
+// plane between them, and checks every packet against a model of the pins the worker must keep:
 //
 // - a packet of a pinned flow goes to the pinned backend while that backend is available, and
 //   otherwise to a backend that takes new flows in the flow's own colour (then pinned there);
@@ -24,11 +24,11 @@
 // FIN (b & 7). Odd op, by (op >> 1) % 8, for service s = a % 3 (web, web6, dns), colour
 // (a >> 2) & 1 and backend n = b % 6 + 1: 0 switch s (b % 4: the old colour drains with action
 // 0 keep, 1 expire with the deadline passed, 2 expire a minute from now, 3 reset with the
-// deadline passed), 1 canary of s to (b % 11) * 1000 basis
-// points, 2 toggle a segment rule of s to colour b & 1, 3 add backend n to (or remove it from)
-// the colour's pool, 4 set its weight to (b >> 3) % 4, 5 set its admin state to (b >> 3) % 3
-// (ready, drain, maint), 6 mark it down (or up again), 7 send the packets so far, queued all at
-// once (many bursts in one poll) when b is odd. Packets are sent before every control change.
+// deadline passed), 1 canary of s to (b % 11) * 1000 basis points, 2 toggle a segment rule of s
+// to colour b & 1, 3 add backend n to (or remove it from) the colour's pool, 4 set its weight to
+// (b >> 3) % 4, 5 set its admin state to (b >> 3) % 3 (ready, drain, maint), 6 mark it down (or
+// up again), 7 send the packets so far, queued all at once (many bursts in one poll) when b is
+// odd. Packets are sent before every control change.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -252,7 +252,8 @@ struct run {
     return nullptr;
   }
   bool down(const backend_ref& b) const {
-    const auto id = harness->state().registry.find(cfg.services[b.svc].name, b.c, backend_address(b));
+    const auto id =
+        harness->state().registry.find(cfg.services[b.svc].name, b.c, backend_address(b));
     return id && harness->state().down.contains(*id);
   }
   // A flow pinned to b stays there (drain and weight 0 keep flows; maintenance does not).
@@ -356,8 +357,9 @@ struct run {
         if (!to || !(*to == pn.backend))
           fail(what + ", but it is pinned to " + describe(pn.backend) + ", which keeps its flows");
       } else if (!colour_takes_new(d.svc, pn.c)) {
-        if (to) fail(what + ": pinned to unavailable " + describe(pn.backend) + " and no backend of " +
-                     colour_name(pn.c) + " takes flows, so it should have been dropped");
+        if (to)
+          fail(what + ": pinned to unavailable " + describe(pn.backend) + " and no backend of " +
+               colour_name(pn.c) + " takes flows, so it should have been dropped");
         return;  // dropped; the entry keeps its backend
       } else {
         if (!to || to->svc != d.svc || to->c != pn.c || !takes_new(*to))
@@ -535,7 +537,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   harness->state().flushes.clear();
   harness->publish(original);
   const int64_t others = std::max<int64_t>(0, flows_in_table() - ballast_sent);
-  ballast_sent = static_cast<uint32_t>(std::clamp<int64_t>(ballast_target - others, 0, ballast_target));
+  ballast_sent =
+      static_cast<uint32_t>(std::clamp<int64_t>(ballast_target - others, 0, ballast_target));
   harness->exchange({ballast.begin(), ballast.begin() + ballast_sent});
   run r;
   r.started_ms = harness->now_ms();
