@@ -45,7 +45,6 @@
 #include "control/config.h"
 #include "dataplane/flow_hash.h"
 #include "tests/support/dataplane_harness.h"
-#include "tests/support/eal_fixture.h"
 #include "tests/support/packet_builder.h"
 
 namespace {
