@@ -144,22 +144,25 @@ std::optional<backend_ref> backend_of_frame(const std::vector<uint8_t>& f) {
   return backend_ref{nn / 20, c == 0 ? colour::blue : colour::green, nn % 20};
 }
 
-// The serial number the packet carries (TCP sequence number, or the UDP payload).
-std::optional<uint32_t> serial_of_frame(const std::vector<uint8_t>& f) {
+// Where a frame's L4 header starts and its protocol (untagged IPv4 or IPv6, no extension
+// headers: what this target sends and the worker's resets are).
+struct l4_header {
+  size_t offset;
+  uint8_t proto;
+};
+std::optional<l4_header> l4_of_frame(const std::vector<uint8_t>& f) {
   if (f.size() < 14) return std::nullopt;
   const uint32_t type = uint32_t{f[12]} << 8 | f[13];
-  size_t l4 = 0;
-  uint8_t proto = 0;
-  if (type == 0x0800 && f.size() >= 34) {
-    l4 = 14 + size_t{f[14] & 15u} * 4;
-    proto = f[23];
-  } else if (type == 0x86dd && f.size() >= 54) {
-    l4 = 54;
-    proto = f[20];
-  } else {
-    return std::nullopt;
-  }
-  const size_t at = proto == 6 ? l4 + 4 : l4 + 8;
+  if (type == 0x0800 && f.size() >= 34) return l4_header{14 + size_t{f[14] & 15u} * 4, f[23]};
+  if (type == 0x86dd && f.size() >= 54) return l4_header{54, f[20]};
+  return std::nullopt;
+}
+
+// The serial number the packet carries (TCP sequence number, or the UDP payload).
+std::optional<uint32_t> serial_of_frame(const std::vector<uint8_t>& f) {
+  const auto l4 = l4_of_frame(f);
+  if (!l4) return std::nullopt;
+  const size_t at = l4->offset + (l4->proto == 6 ? 4 : 8);
   if (f.size() < at + 4) return std::nullopt;
   return uint32_t{f[at]} << 24 | uint32_t{f[at + 1]} << 16 | uint32_t{f[at + 2]} << 8 | f[at + 3];
 }
@@ -497,10 +500,8 @@ struct run {
       const auto resets = harness->exchange({});
       if (verbose) std::printf("drain resets: %zu frames\n", resets.size());
       for (const auto& f : resets) {
-        const uint32_t type = f.size() >= 14 ? (uint32_t{f[12]} << 8 | f[13]) : 0;
-        const size_t l4 = type == 0x0800 ? 34 : 54;
-        const uint8_t proto = type == 0x0800 ? f[23] : type == 0x86dd ? f[20] : 0;
-        if (proto != 6 || f.size() < l4 + 20 || !(f[l4 + 13] & 0x04))
+        const auto l4 = l4_of_frame(f);
+        if (!l4 || l4->proto != 6 || f.size() < l4->offset + 20 || !(f[l4->offset + 13] & 0x04))
           fail("a frame other than a drain reset came out after a reset deadline passed");
       }
     }
