@@ -657,15 +657,16 @@ result<json> controller::flows(const std::string& name, std::optional<colour> c,
     matched += smp.matched;
     for (uint32_t i = 0; i < smp.copied && entries.size() < limit; ++i) {
       const flow_entry& e = smp.entries[i];
-      const flow_key k = g ? g->full_key(e.key) : flow_key{};
+      const stored_flow_key& key = smp.keys[i];
+      const flow_key k = g ? g->full_key(key) : flow_key{};
       std::string be = "?";
       if (g && e.backend_id < g->backends.size()) be = to_string(g->backends[e.backend_id].address);
       static const char* states[] = {"empty", "syn_seen", "established", "closing", "closed", "udp"};
       entries.push_back({{"worker", w->index()},
-                         {"client", to_string(e.key.client)},
-                         {"client_port", rte_be_to_cpu_16(e.key.client_port)},
+                         {"client", to_string(key.client)},
+                         {"client_port", rte_be_to_cpu_16(key.client_port)},
                          {"vip", to_string(k.dst)},
-                         {"vip_port", rte_be_to_cpu_16(e.key.vip_port)},
+                         {"vip_port", rte_be_to_cpu_16(key.vip_port)},
                          {"backend", be},
                          {"colour", colour_name(e.flow_colour)},
                          {"state", states[static_cast<size_t>(e.state)]},

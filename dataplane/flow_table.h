@@ -1,17 +1,18 @@
 // Per-worker connection table: 5-tuple -> backend, colour, generation, TCP state.
 // Owned by exactly one worker: no locks, no atomics, no allocation after construction.
 //
-// Layout: 2-choice bucketised hashing. Each bucket holds 8 entries of 48 bytes and 8 16-bit
-// signatures (16 bytes; four buckets' signatures share a cache line), so a lookup touches one
-// signature line and then one entry: 50 bytes per slot. Any even number of buckets
-// (multiply-shift reduction, not a power-of-two mask), so a table can be sized to the flows it
-// must hold. An insert into
-// two full buckets first tries to move a resident to its other bucket (bounded cuckoo moves),
-// then evicts the oldest entry of the key's first bucket (preferring one already expired), unless
-// that entry is a recently-seen established TCP flow (then the insert fails and is counted:
-// established flows are protected from new-flow floods). Only the first bucket is searched for a
-// victim: its 8 entries are 6 cache lines, both buckets 12, and under a SYN flood those lines
-// were most of the cost of a new flow (measured: 1.5x the SYN rate).
+// Layout: 2-choice cuckoo hashing with buckets of one cache line. An entry is 32 bytes, two to a
+// line, and holds everything an IPv4 flow needs, its key included; so an IPv4 lookup is one
+// memory round trip: both candidate lines are prefetched at once and compared without a branch
+// (the tenth round of docs/performance.md measured the old layout's dependent second fetch, a
+// signature line and then the entry, as most of the table's cost). An IPv6 client address does
+// not fit: the entry keeps a 32-bit digest of it and a side array keeps the address, one per
+// slot, read only for IPv6 flows. 48 bytes per slot in all.
+//
+// An insert into two full buckets reuses an expired entry of the four, else moves a resident to
+// its other bucket (one or two hops: a resident's buckets follow from its own entry), else evicts
+// the oldest of the four unless that is a recently-seen established TCP flow (then the insert
+// fails and is counted: established flows are protected from new-flow floods).
 #pragma once
 
 #include <rte_prefetch.h>
@@ -21,12 +22,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
+#include "dataplane/flow_hash.h"
 #include "dataplane/flow_key.h"
 
 namespace tandem {
@@ -44,18 +41,32 @@ enum class colour : uint8_t { blue = 0, green = 1 };
 inline colour other(colour c) { return c == colour::blue ? colour::green : colour::blue; }
 inline const char* colour_name(colour c) { return c == colour::blue ? "blue" : "green"; }
 
-struct alignas(16) flow_entry {
-  stored_flow_key key;          // 24: client address and port, VIP port, VIP id
-  uint32_t backend_id = 0;      // stable id in the generation's backend registry
-  uint32_t last_seen_ms = 0;    // ms_clock time of the last packet
-  uint32_t generation = 0;      // generation number the flow was created in
-  uint32_t client_seq = 0;      // last client sequence number seen (for drain resets)
-  uint32_t client_ack = 0;      // last client acknowledgement seen (= server's next seq)
-  uint16_t service_id = 0;
-  colour flow_colour = colour::blue;
-  tcp_state state = tcp_state::empty;
+// The part of a flow's key the table compares in its entries: the client (an IPv4 address, or a
+// digest of an IPv6 one), both ports, the VIP id, and which of the two the client is. Built in
+// registers from the stored key's words (flow_table::key_for).
+struct flow_table_key {
+  uint64_t k0 = 0;      // client32 | client_port << 32 | vip_port << 48 (ports in network order)
+  uint64_t k1 = 0;      // vip_id | ipv6 << 63: compared with the entry's second word, masked
+  bool ipv6() const { return (k1 >> 63) != 0; }
+  uint16_t vip_id() const { return static_cast<uint16_t>(k1); }
 };
-static_assert(sizeof(flow_entry) == 48, "4 entries in 3 cache lines: at most 64 bytes per tracked flow");
+
+struct alignas(32) flow_entry {
+  uint32_t client = 0;        // IPv4 client (network order), or a digest of the IPv6 client
+  uint16_t client_port = 0;   // network byte order
+  uint16_t vip_port = 0;      // network byte order
+  uint16_t vip_id = 0;
+  tcp_state state = tcp_state::empty;
+  colour flow_colour = colour::blue;
+  uint16_t backend_id = 0;    // stable id in the generation's backend registry (< max_backends)
+  uint16_t service_id : 15 = 0;
+  uint16_t ipv6 : 1 = 0;      // the client address is in the side array (flow_table::key_of)
+  uint32_t last_seen_ms = 0;  // ms_clock time of the last packet
+  uint32_t generation = 0;    // generation number the flow was created in
+  uint32_t client_seq = 0;    // last client sequence number seen (for drain resets)
+  uint32_t client_ack = 0;    // last client acknowledgement seen (= server's next seq)
+};
+static_assert(sizeof(flow_entry) == 32, "two entries per cache line");
 
 struct flow_timeouts {
   uint32_t tcp_syn_ms = 60'000;
@@ -83,68 +94,48 @@ struct flow_table_stats {
   uint64_t evictions = 0;       // live entries replaced to make room
   uint64_t failed_inserts = 0;  // no room and nothing evictable
   uint64_t expired = 0;         // removed by timeout (lookup or incremental scan)
+  uint64_t moves = 0;           // residents moved to their other bucket to make room
 };
 
-// Small helpers of the lookup path, inline so the worker's per-packet calls compile to straight
-// code (no calls, the bucket arithmetic done once per packet).
 namespace flow_table_detail {
 
-// Bit i set when sig[i] == s (s == 0 finds the empty slots); 8 slots.
-inline uint32_t match_mask(const uint16_t* sig, uint16_t s) {
-#if defined(__SSE2__)
-  const __m128i line = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sig));
-  const __m128i eq = _mm_cmpeq_epi16(line, _mm_set1_epi16(static_cast<short>(s)));
-  // Narrow the 16-bit lanes to bytes so movemask yields one bit per slot.
-  return static_cast<uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(eq, _mm_setzero_si128())));
-#else
-  uint32_t m = 0;
-  for (uint32_t i = 0; i < 8; ++i) m |= uint32_t{sig[i] == s} << i;
-  return m;
-#endif
+inline uint64_t load64(const void* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
 }
 
-// Full 24-byte key compare without a data-dependent loop.
-inline bool key_equal(const stored_flow_key& a, const stored_flow_key& b) {
-  uint64_t x[3], y[3];
-  std::memcpy(x, &a, sizeof x);
-  std::memcpy(y, &b, sizeof y);
-  return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2])) == 0;
-}
-static_assert(sizeof(stored_flow_key) == 3 * sizeof(uint64_t));
+// The entry's key words as flow_table_key holds them: vip_id and the ipv6 bit of the second word.
+inline constexpr uint64_t k1_mask = 0xffffull | (1ull << 63);
+inline constexpr uint64_t k1_state_shift = 16;  // the state byte inside the second word
+static_assert(std::endian::native == std::endian::little);
 
-// The sum of a key's two buckets modulo the bucket count, from its signature alone. Odd, and
-// the bucket count even, so 2a == sum never holds: a key's two buckets always differ.
-inline uint32_t pair_sum(uint16_t sig, uint32_t buckets) {
-  uint32_t h = sig * 0x9e3779b1u;
-  h ^= h >> 15;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  return static_cast<uint32_t>((uint64_t{h} * buckets) >> 32) | 1u;
-}
-
-// An entry may straddle two cache lines (48-byte entries, 64-byte lines): fetch both.
-inline void prefetch_entry(const flow_entry* e) {
-  rte_prefetch0(e);
-  rte_prefetch0(reinterpret_cast<const unsigned char*>(e) + sizeof(flow_entry) - 1);
+// 1 when `e` is live and holds key (k0, k1), else 0; no branch.
+inline uint32_t matches(const flow_entry* e, uint64_t k0, uint64_t k1) {
+  const uint64_t w0 = load64(e);
+  const uint64_t w1 = load64(reinterpret_cast<const unsigned char*>(e) + 8);
+  const uint64_t live = (w1 >> k1_state_shift) & 0xff;
+  return static_cast<uint32_t>(((w0 ^ k0) | ((w1 ^ k1) & k1_mask)) == 0) &
+         static_cast<uint32_t>(live != 0);
 }
 
 }  // namespace flow_table_detail
 
 class flow_table {
  public:
-  static constexpr uint32_t bucket_entries = 8;
+  static constexpr uint32_t bucket_entries = 2;  // one cache line
   // Entries younger than this in state established are not evicted by inserts.
   static constexpr uint32_t protect_established_ms = 1'000;
 
-  // capacity is rounded up to an even number of buckets of 8 (a multiple of 16 slots).
+  // capacity is rounded up to a whole number of buckets (at least two).
   explicit flow_table(size_t capacity, flow_timeouts timeouts = {});
   ~flow_table();
   flow_table(const flow_table&) = delete;
   flow_table& operator=(const flow_table&) = delete;
 
   size_t capacity() const { return size_t{bucket_count_} * bucket_entries; }
-  // Bytes of table memory (signatures and entries) per slot.
-  static constexpr size_t bytes_per_slot() { return sizeof(flow_entry) + sizeof(uint16_t); }
+  // Bytes of table memory (entries and IPv6 client addresses) per slot.
+  static constexpr size_t bytes_per_slot() { return sizeof(flow_entry) + sizeof(ip_address); }
   size_t memory_bytes() const { return mem_bytes_; }
   size_t size() const { return size_; }
   const flow_table_stats& stats() const { return stats_; }
@@ -155,86 +146,90 @@ class flow_table {
       state_timeout_[s] = t.for_state(static_cast<tcp_state>(s));
   }
 
-  // Where a hash lives: its two candidate buckets and its signature, computed once per packet.
+  // The compared key of a stored key given as words: IPv4(-mapped) clients inline, others as a
+  // digest (their address is checked in the side array).
+  static flow_table_key key_for(const stored_key_words& w) {
+    const uint64_t ports = (w.tail & 0xffffffffu) << 32;
+    const uint64_t vip = (w.tail >> 32) & 0xffffu;
+    if (w.client_lo == 0 && static_cast<uint32_t>(w.client_hi) == 0xffff0000u)
+      return flow_table_key{(w.client_hi >> 32) | ports, vip};
+    return flow_table_key{digest(w.client_lo, w.client_hi) | ports, vip | (1ull << 63)};
+  }
+  // An IPv4 client (network order) without building the stored key's words.
+  static flow_table_key key_for_v4(uint32_t client_be, uint16_t client_port, uint16_t vip_port,
+                                   uint16_t vip_id) {
+    return flow_table_key{uint64_t{client_be} | uint64_t{client_port} << 32 |
+                              uint64_t{vip_port} << 48,
+                          vip_id};
+  }
+  static flow_table_key key_for(const stored_flow_key& k) {
+    stored_key_words w;
+    std::memcpy(&w, &k, sizeof w);
+    return key_for(w);
+  }
+  // The flow's table hash: picks its buckets, and is stable for the flow's life (drain spread
+  // offsets, tunnel entropy), computable from the entry alone.
+  static uint32_t hash(const flow_table_key& k) {
+#if defined(__SSE4_2__)
+    uint64_t crc = _mm_crc32_u64(flow_table_seed, k.k0);
+    crc = _mm_crc32_u64(crc, k.k1);
+    return mix32(static_cast<uint32_t>(crc));
+#else
+    const uint64_t w[2] = {k.k0, k.k1};
+    return mix32(crc32c_words<16>(w, flow_table_seed));
+#endif
+  }
+  static flow_table_key key_of_entry(const flow_entry& e) {
+    return flow_table_key{flow_table_detail::load64(&e),
+                          uint64_t{e.vip_id} | uint64_t{e.ipv6} << 63};
+  }
+  static uint32_t hash_of(const flow_entry& e) { return hash(key_of_entry(e)); }
+  // The entry's full stored key (the IPv6 client from the side array).
+  stored_flow_key key_of(const flow_entry& e) const;
+
+  // Where a key lives: its two bucket lines.
   struct probe {
-    uint32_t a = 0;
-    uint32_t b = 0;
-    uint16_t sig = 0;
+    flow_entry* a = nullptr;
+    flow_entry* b = nullptr;
   };
   probe probe_for(uint32_t hash) const {
     const uint32_t a = bucket_a(hash);
-    const uint16_t sig = signature(hash);
-    return probe{a, other_bucket(a, sig), sig};
+    return probe{bucket_line(a), bucket_line(bucket_b(hash, a))};
+  }
+  // Both lines at once: one round trip for the lookup and any insert.
+  static void prefetch(const probe& p) {
+    rte_prefetch0(p.a);
+    rte_prefetch0(p.b);
+  }
+  // Second stage for IPv6 keys, once the lines are in cache: fetch the side-array addresses of
+  // the entries whose digest matches, so lookup() does not wait for them.
+  void prefetch_clients(const probe& p, const flow_table_key& k) const {
+    const uint32_t m = match_bits(p, k);
+    for (uint32_t i = 0; i < 4; ++i)
+      if (m & (1u << i)) rte_prefetch0(&v6_clients_[slot_index(candidate(p, i))]);
   }
 
-  // Prefetches the two candidate buckets' signature lines for a later lookup.
-  void prefetch(const probe& p) const {
-    rte_prefetch0(sigs_of(p.a));
-    rte_prefetch0(sigs_of(p.b));
-  }
-  void prefetch(uint32_t hash) const { prefetch(probe_for(hash)); }
-  // Second stage, once the signature lines are in cache: prefetches the matching entries (the
-  // entry whose signature matches is almost always the flow), so the key compare in lookup()
-  // does not wait for memory. Returns the first of them (bucket a's before b's) as a hint for
-  // lookup(): nullptr when neither bucket has the signature.
-  flow_entry* prefetch_entries(const probe& p) const {
-    using flow_table_detail::match_mask;
-    flow_entry* hint = nullptr;
-    if (const uint32_t m = match_mask(sigs_of(p.b), p.sig); m != 0) {
-      hint = entry_at(p.b, static_cast<uint32_t>(std::countr_zero(m)));
-      flow_table_detail::prefetch_entry(hint);
-    }
-    if (const uint32_t m = match_mask(sigs_of(p.a), p.sig); m != 0) {
-      hint = entry_at(p.a, static_cast<uint32_t>(std::countr_zero(m)));
-      flow_table_detail::prefetch_entry(hint);
-    }
-    return hint;
-  }
-  flow_entry* prefetch_entries(uint32_t hash) const { return prefetch_entries(probe_for(hash)); }
-  // Every line of the key's first bucket: an insert into two full buckets reads its 8 entries'
-  // ages to pick a victim, and fetched one by one they cost several memory round trips per new
-  // flow.
-  void prefetch_victims(const probe& p) const {
-    constexpr size_t bytes = bucket_entries * sizeof(flow_entry);  // 384: 6 aligned lines
-    const auto* a = reinterpret_cast<const unsigned char*>(entry_at(p.a, 0));
-    for (size_t off = 0; off < bytes; off += 64) rte_prefetch0(a + off);
-  }
   // True when `e` has been idle longer than its state's timeout (read from a per-state table,
   // not a switch: this runs for every packet).
   bool expired(const flow_entry& e, uint32_t now_ms) const {
     return static_cast<int32_t>(now_ms - e.last_seen_ms) >
            static_cast<int32_t>(state_timeout_[static_cast<uint8_t>(e.state) & 7]);
   }
-  // True when inserts are likely to find both buckets full (the victim search reads them).
-  bool nearly_full() const { return size_ >= capacity() - capacity() / 16; }
+  // True when inserts are likely to find both buckets full.
+  bool nearly_full() const { return size_ >= capacity() - capacity() / 8; }
 
-  // Live entry for `key`, or nullptr. An entry found expired counts as absent; it stays in place
-  // (the caller or the scanner removes it through remove()/expire_step(), which report it).
-  flow_entry* lookup(const stored_flow_key& key, const probe& p, uint32_t now_ms) {
-    flow_entry* e = find_in(p.a, p.sig, key);
-    if (e == nullptr) e = find_in(p.b, p.sig, key);
-    // Insert keeps a key in at most one slot, so a found-but-expired entry means "absent".
-    if (e == nullptr || e->state == tcp_state::empty || expired(*e, now_ms)) return nullptr;
-    return e;
+  // Live entry for the key, or nullptr. `full` is read only for IPv6 clients. An entry found
+  // expired counts as absent; it stays in place (insert() reuses its slot, the scanner or the
+  // caller removes it).
+  flow_entry* lookup(const stored_flow_key& full, const flow_table_key& k, const probe& p,
+                     uint32_t now_ms) const {
+    flow_entry* e = find(full, k, p);
+    return e != nullptr && !expired(*e, now_ms) ? e : nullptr;
   }
-  // lookup() given prefetch_entries()'s hint, taken before other inserts and removals may have
-  // moved entries: a live slot holding the key is the key's only slot, so a hint whose key
-  // matches and whose slot is in use is the answer without matching signatures again; anything
-  // else is looked up in full.
-  flow_entry* lookup(const stored_flow_key& key, const probe& p, flow_entry* hint,
-                     uint32_t now_ms) {
-    if (hint == nullptr || !flow_table_detail::key_equal(hint->key, key) ||
-        hint->state == tcp_state::empty)
-      return lookup(key, p, now_ms);
-    return expired(*hint, now_ms) ? nullptr : hint;
+  flow_entry* lookup(const stored_flow_key& key, uint32_t now_ms) const {
+    const flow_table_key k = key_for(key);
+    return lookup(key, k, probe_for(hash(k)), now_ms);
   }
-  flow_entry* lookup(const stored_flow_key& key, uint32_t hash, uint32_t now_ms) {
-    return lookup(key, probe_for(hash), now_ms);
-  }
-
-  // Looks up n keys at once (prefetching all buckets first). out[i] as lookup() would return.
-  void lookup_bulk(const stored_flow_key* const* keys, const uint32_t* hashes, uint32_t n,
-                   uint32_t now_ms, flow_entry** out);
 
   struct insert_result {
     flow_entry* entry = nullptr;  // the new entry, or nullptr: key and last_seen_ms set, other
@@ -242,13 +237,21 @@ class flow_table {
     bool evicted = false;         // a live (or expired) entry was displaced; copy in `displaced`
     flow_entry displaced;         // what was there, so the caller can fix its per-flow counters
   };
-  // Inserts `key` (which must not be present as a live entry). On success the caller sets the
+  // Inserts the key (which must not be present as a live entry). On success the caller sets the
   // entry's fields; the key and last_seen_ms are already set. An insert may move other entries
-  // to their alternative bucket, so pointers from earlier lookups are stale after an insert.
-  insert_result insert(const stored_flow_key& key, uint32_t hash, uint32_t now_ms);
+  // to their other bucket, so pointers from earlier lookups are stale after an insert.
+  insert_result insert(const stored_flow_key& full, const flow_table_key& k, const probe& p,
+                       uint32_t now_ms);
+  insert_result insert(const stored_flow_key& key, uint32_t now_ms) {
+    const flow_table_key k = key_for(key);
+    return insert(key, k, probe_for(hash(k)), now_ms);
+  }
 
   // Frees the slot of `e` (a pointer returned by lookup/insert).
-  void remove(flow_entry* e);
+  void remove(flow_entry* e) {
+    size_ -= e->state != tcp_state::empty;  // a second remove of the same slot is harmless
+    *e = flow_entry{};
+  }
 
   // Scans up to `budget` slots from where the last call stopped, removing expired entries.
   // `on_expire(const flow_entry&)` runs for each before it is cleared. Returns entries removed.
@@ -262,7 +265,9 @@ class flow_table {
 
   // Walks every live entry (control-side snapshot reads are done by the owning worker).
   template <typename F>
-  void for_each(F&& fn) const;
+  void for_each(F&& fn) const {
+    for_each_in(0, capacity(), fn);
+  }
   // Live entries in slots [begin, end) (for incremental walks).
   template <typename F>
   void for_each_in(size_t begin, size_t end, F&& fn) const {
@@ -271,36 +276,52 @@ class flow_table {
   }
 
  private:
+  // A 32-bit digest of an IPv6 client for the entry (the side array holds the address).
+  static uint64_t digest(uint64_t lo, uint64_t hi) {
+    return mix32(static_cast<uint32_t>(lo ^ (lo >> 32)) * 0x9e3779b1u ^
+                 static_cast<uint32_t>(hi ^ (hi >> 29)));
+  }
   // Multiply-shift onto [0, bucket_count_): uses the hash's high bits.
   uint32_t bucket_a(uint32_t hash) const {
     return static_cast<uint32_t>((uint64_t{hash} * bucket_count_) >> 32);
   }
-  // The other candidate bucket, from the current one and the signature alone (a + b is a
-  // per-signature constant modulo the bucket count), so an entry can move without its hash.
-  uint32_t other_bucket(uint32_t bucket, uint16_t sig) const {
-    // a + b == pair_sum (mod buckets): an involution, so b's other bucket is a again.
-    const uint32_t sum = flow_table_detail::pair_sum(sig, bucket_count_);
-    return sum >= bucket ? sum - bucket : sum + bucket_count_ - bucket;
+  // An independent second choice from a remix of the hash; never bucket a.
+  uint32_t bucket_b(uint32_t hash, uint32_t a) const {
+    const uint32_t h2 = (hash ^ (hash >> 15)) * 0x2c1b3c6du;
+    const uint32_t b = static_cast<uint32_t>((uint64_t{h2 ^ (h2 >> 12)} * bucket_count_) >> 32);
+    return b != a ? b : (a + 1 == bucket_count_ ? 0 : a + 1);
   }
-  uint32_t bucket_b(uint32_t hash) const { return other_bucket(bucket_a(hash), signature(hash)); }
-  // Multiplied first so that it does not repeat the high bits that chose the bucket.
-  static uint16_t signature(uint32_t hash) {
-    return static_cast<uint16_t>(((hash * 0x9e3779b1u) >> 16) | 1);
+  flow_entry* bucket_line(uint32_t bucket) const {
+    return &entries_[size_t{bucket} * bucket_entries];
   }
-  uint16_t* sigs_of(uint32_t bucket) const { return sigs_ + size_t{bucket} * bucket_entries; }
-  flow_entry* entry_at(uint32_t bucket, uint32_t i) const {
-    return &entries_[size_t{bucket} * bucket_entries + i];
+  size_t slot_index(const flow_entry* e) const { return static_cast<size_t>(e - entries_); }
+  // Candidate i of 4: a[0], a[1], b[0], b[1]. Selected with a mask, not a branch: which of the
+  // four holds a flow is random, and a branch on it mispredicted every other packet (x0.89 in
+  // the tenth round's prototype).
+  static flow_entry* candidate(const probe& p, uint32_t i) {
+    const auto a = reinterpret_cast<uintptr_t>(p.a);
+    const auto b = reinterpret_cast<uintptr_t>(p.b - 2);
+    const uintptr_t in_b = uintptr_t{0} - uintptr_t{i >> 1};
+    return reinterpret_cast<flow_entry*>(a ^ ((a ^ b) & in_b)) + i;
   }
-  flow_entry* find_in(uint32_t bucket, uint16_t sig, const stored_flow_key& key) const {
-    flow_entry* base = entry_at(bucket, 0);
-    for (uint32_t m = flow_table_detail::match_mask(sigs_of(bucket), sig); m != 0; m &= m - 1) {
-      flow_entry* e = &base[std::countr_zero(m)];
-      if (flow_table_detail::key_equal(e->key, key)) return e;
-    }
-    return nullptr;
+  static uint32_t match_bits(const probe& p, const flow_table_key& k) {
+    using flow_table_detail::matches;
+    return matches(p.a, k.k0, k.k1) | matches(p.a + 1, k.k0, k.k1) << 1 |
+           matches(p.b, k.k0, k.k1) << 2 | matches(p.b + 1, k.k0, k.k1) << 3;
   }
-  flow_entry* make_room(uint32_t ba, uint32_t bb);
-  void move_entry(uint32_t from, uint32_t i, uint32_t to, uint32_t j);
+  flow_entry* find(const stored_flow_key& full, const flow_table_key& k, const probe& p) const {
+    const uint32_t m = match_bits(p, k);
+    if (m == 0) return nullptr;
+    flow_entry* e = candidate(p, static_cast<uint32_t>(__builtin_ctz(m)));
+    if (!k.ipv6()) return e;  // the entry holds the whole key
+    return find_v6(full, p, m);
+  }
+  flow_entry* find_v6(const stored_flow_key& full, const probe& p, uint32_t m) const;
+  // The other bucket of the entry at slot index `idx`.
+  uint32_t other_bucket_of(size_t idx) const;
+  flow_entry* make_room(const probe& p);
+  void move_entry(flow_entry* from, flow_entry* to);
+  void store_key(flow_entry* slot, const stored_flow_key& full, const flow_table_key& k);
 
   uint32_t bucket_count_ = 0;
   size_t mem_bytes_ = 0;
@@ -309,10 +330,10 @@ class flow_table {
   flow_timeouts timeouts_;
   std::array<uint32_t, 8> state_timeout_{};  // timeouts_.for_state(s) by tcp_state value
   flow_table_stats stats_;
-  uint16_t* sigs_ = nullptr;       // bucket_entries per bucket; 0 = empty slot
-  flow_entry* entries_ = nullptr;  // bucket_count_ * bucket_entries
-  void* mem_ = nullptr;            // one block: the signature lines, then the entries
-  bool mem_from_rte_ = false;      // rte_zmalloc'd (EAL running) rather than aligned_alloc'd
+  flow_entry* entries_ = nullptr;     // bucket_count_ * bucket_entries
+  ip_address* v6_clients_ = nullptr;  // one per slot: the client of an IPv6 entry
+  void* mem_ = nullptr;               // one block: the entries, then the IPv6 clients
+  bool mem_from_rte_ = false;         // rte_zmalloc'd (EAL running) rather than aligned_alloc'd
 
   friend struct flow_table_test_access;  // unit tests inspect bucket placement
 };
@@ -323,8 +344,7 @@ uint32_t flow_table::scan_step(uint32_t budget, F&& visit) {
   const size_t total = capacity();
   for (uint32_t i = 0; i < budget; ++i) {
     flow_entry& e = entries_[scan_pos_];
-    // The dense signature array says which slots are empty without reading their entries.
-    if (sigs_[scan_pos_] != 0 && visit(e)) {
+    if (e.state != tcp_state::empty && visit(e)) {
       remove(&e);
       ++removed;
     }
@@ -341,13 +361,6 @@ uint32_t flow_table::expire_step(uint32_t now_ms, uint32_t budget, F&& on_expire
     ++stats_.expired;
     return true;
   });
-}
-
-template <typename F>
-void flow_table::for_each(F&& fn) const {
-  const size_t total = capacity();
-  for (size_t i = 0; i < total; ++i)
-    if (entries_[i].state != tcp_state::empty) fn(static_cast<const flow_entry&>(entries_[i]));
 }
 
 }  // namespace tandem

@@ -41,7 +41,7 @@ inline bool flush_due(const service_entry& s, const flow_entry& e, uint32_t now_
   const colour_flush& f = s.flush[static_cast<size_t>(e.flow_colour)];
   if (f.action == drain_action::keep || e.generation >= f.before_generation) return false;
   uint32_t offset = 0;
-  if (f.spread_ms != 0) offset = hash_flow_key(e.key, flow_table_seed) % f.spread_ms;
+  if (f.spread_ms != 0) offset = flow_table::hash_of(e) % f.spread_ms;
   return static_cast<int32_t>(now_ms - (f.start_ms + offset)) >= 0;
 }
 
@@ -126,7 +126,10 @@ void worker::serve_sample() {
       return;
     if (request_.backend_filter != 0xffffffffu && e.backend_id != request_.backend_filter) return;
     ++sample_->matched;
-    if (sample_->copied < request_.limit) sample_->entries[sample_->copied++] = e;
+    if (sample_->copied < request_.limit) {
+      sample_->keys[sample_->copied] = flows_.key_of(e);
+      sample_->entries[sample_->copied++] = e;
+    }
   });
   sample_pos_ = end;
   if (sample_pos_ >= cap) {
@@ -163,7 +166,7 @@ void worker::end_flow(const flow_entry& e) {
   if (e.service_id < max_services) {
     bump(counters_->services[e.service_id][static_cast<size_t>(e.flow_colour)].live_flows, -1);
   }
-  if (e.backend_id < max_backends) bump(backend_counters_->live_flows[e.backend_id], -1);
+  bump(backend_counters_->live_flows[e.backend_id], -1);  // backend_id < max_backends
 }
 
 // One burst in flight through the three stages (begin_burst, run_stages, finish_burst).
@@ -178,10 +181,10 @@ struct alignas(64) worker::burst {
   bool check_flush = false;  // a drain flush may be due: look at each flow's deadline
   parsed_packet parsed[burst_size];
   const listener* listeners[burst_size];
-  stored_flow_key keys[burst_size];  // the flow-table key: client, ports, VIP id
-  uint32_t hashes[burst_size];
+  stored_flow_key keys[burst_size];  // the flow's key: client, ports, VIP id
+  flow_table_key tkeys[burst_size];  // what the table compares (the client in 32 bits)
+  uint32_t hashes[burst_size];       // flow_table::hash(tkeys[i])
   flow_table::probe probes[burst_size];
-  flow_entry* hints[burst_size];  // prefetch_flow's signature match, for lookup
   // When chosen[i]: packet i's colour and backend-choice hash (choose_for_new_flow).
   bool chosen[burst_size];
   colour choice_colour[burst_size];
@@ -197,8 +200,9 @@ struct alignas(64) worker::burst {
 };
 
 // A SYN into a nearly full table (a SYN flood, or a table sized too small): its colour and
-// backend-choice hash now, and the Maglev entry prefetched, as the victim lines are. The
-// victim searches keep the 256 KiB Maglev table out of L2: its load was 7 % of SYN-only time.
+// backend-choice hash now, and the Maglev entry prefetched a stage early. Inserts into full
+// buckets (moves to other buckets) keep the 256 KiB Maglev table out of L2: its load was 7 %
+// of SYN-only time.
 [[gnu::always_inline]] inline void worker::choose_for_new_flow(burst& b, uint16_t i) {
   const parsed_packet& p = b.parsed[i];
   const listener& l = *b.listeners[i];
@@ -261,31 +265,30 @@ struct alignas(64) worker::burst {
   b.port->peer_vlan = p.vlan_tci;
   // The stored key from the frame in registers, hashed before it is stored.
   stored_key_words w;
+  flow_table_key tk;
   if (p.ip_version == 4) {
     uint32_t src_be;
     std::memcpy(&src_be, frame + p.l3_offset + 12, 4);
     w = key_words_v4(src_be, p.key.src_port, p.key.dst_port, l->vip_id);
+    tk = flow_table::key_for_v4(src_be, p.key.src_port, p.key.dst_port, l->vip_id);
   } else {
     w = key_words(p.key.src, p.key.src_port, p.key.dst_port, l->vip_id);
+    tk = flow_table::key_for(w);
   }
   b.keys[i] = to_stored_key(w);
-  b.hashes[i] = hash_key_words(w, flow_table_seed);
+  b.tkeys[i] = tk;
+  b.hashes[i] = flow_table::hash(tk);
   b.probes[i] = flows_.probe_for(b.hashes[i]);
-  flows_.prefetch(b.probes[i]);
+  flow_table::prefetch(b.probes[i]);
 }
 
-// Stage 2, once the signature lines have arrived: prefetch the entry the signature points at.
-// A SYN into a nearly full table will look for a victim in its first bucket: fetch all of it.
+// Stage 2, once the bucket lines have arrived: an IPv6 flow's client address (the side array),
+// or for a SYN into a nearly full table its backend choice (see choose_for_new_flow).
 [[gnu::always_inline]] inline void worker::prefetch_flow(burst& b, uint16_t i) {
   if (b.pkts[i] == nullptr) return;
-  if (unlikely(flows_.nearly_full()) && is_syn_only(b.parsed[i])) {
-    flows_.prefetch_victims(b.probes[i]);
-    b.hints[i] = nullptr;
-    choose_for_new_flow(b, i);
-  } else {
-    b.hints[i] = flows_.prefetch_entries(b.probes[i]);
-    b.chosen[i] = false;
-  }
+  b.chosen[i] = false;
+  if (unlikely(b.tkeys[i].ipv6())) flows_.prefetch_clients(b.probes[i], b.tkeys[i]);
+  if (unlikely(flows_.nearly_full()) && is_syn_only(b.parsed[i])) choose_for_new_flow(b, i);
 }
 
 // Stage 3: flow lookup, choice of colour and backend, rewrite.
@@ -301,7 +304,7 @@ struct alignas(64) worker::burst {
   const bool tcp = p.key.proto == IPPROTO_TCP;
 
   const stored_flow_key& key = b.keys[i];
-  flow_entry* e = flows_.lookup(key, b.probes[i], b.hints[i], now_ms);
+  flow_entry* e = flows_.lookup(key, b.tkeys[i], b.probes[i], now_ms);
   if (e != nullptr) {
     bool restart = e->service_id != svc.id;
     if (b.check_flush && !restart && flush_due(svc, *e, now_ms)) {
@@ -342,8 +345,8 @@ struct alignas(64) worker::burst {
         return;
       }
       bump(counters_->rehashed_down);
-      if (e->backend_id < max_backends) bump(backend_counters_->live_flows[e->backend_id], -1);
-      e->backend_id = id;
+      bump(backend_counters_->live_flows[e->backend_id], -1);
+      e->backend_id = static_cast<uint16_t>(id);
       bump(backend_counters_->live_flows[id], 1);
       be = nb;
     }
@@ -365,11 +368,11 @@ struct alignas(64) worker::burst {
     }
     // A reset for a flow we do not know is forwarded by the current choice, not tracked.
     if (!(tcp && !syn && (p.tcp_flags & tcp_rst))) {
-      flow_table::insert_result ins = flows_.insert(key, b.hashes[i], now_ms);
+      flow_table::insert_result ins = flows_.insert(key, b.tkeys[i], b.probes[i], now_ms);
       if (ins.evicted) end_flow(ins.displaced);
       if (likely(ins.entry != nullptr)) {
         flow_entry& ne = *ins.entry;
-        ne.backend_id = id;
+        ne.backend_id = static_cast<uint16_t>(id);
         ne.generation = gen.number;
         ne.service_id = svc.id;
         ne.flow_colour = c;
@@ -501,7 +504,7 @@ void worker::send_resets(const generation& gen, const service_entry& s, const fl
   port_state& port = ports_[0];
   rte_mbuf* out[2];
   uint16_t nout = 0;
-  const flow_key key = gen.full_key(e.key);
+  const flow_key key = gen.full_key(flows_.key_of(e));
   if (rte_mbuf* c = build_client_reset(options_.reset_pool, key, e, port.port.mac, port.peer_mac,
                                        port.peer_has_vlan ? port.peer_vlan : -1))
     out[nout++] = c;
@@ -510,7 +513,7 @@ void worker::send_resets(const generation& gen, const service_entry& s, const fl
   if (b != nullptr) {
     if (rte_mbuf* r = build_backend_reset(options_.reset_pool, key, e, pp)) {
       if (forward_packet(s.mode, r, pp, *b, gen.settings, port.port.mac,
-                         hash_flow_key(e.key, flow_table_seed)) == drop_reason::none)
+                         flow_table::hash_of(e)) == drop_reason::none)
         out[nout++] = r;
       else
         rte_pktmbuf_free(r);

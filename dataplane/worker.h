@@ -54,6 +54,7 @@ struct flow_sample {
   uint64_t matched = 0;                  // every matching entry, counted
   uint32_t copied = 0;
   flow_entry entries[max_flow_sample];
+  stored_flow_key keys[max_flow_sample];  // entries[i]'s key
 };
 
 // Cache-line aligned, like its per-packet state (port_state, burst): two workers' objects on the
