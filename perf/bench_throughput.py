@@ -102,7 +102,7 @@ def eal_common(prefix, mem_mb, vdev, lcores=("-l", "0-1"), huge=None):
 def memory_mb(packets, table):
     mbufs = packets + 32768
     per_mbuf = MBUF_DATA_ROOM + 128 + 64  # data room, struct rte_mbuf, mempool header
-    table_bytes = table * 50  # 48-byte entries + 2 bytes of signature per slot
+    table_bytes = table * 48  # 32-byte entries + 16 bytes of IPv6 client per slot
     return (mbufs * per_mbuf + table_bytes) // (1 << 20) + 384, mbufs
 
 

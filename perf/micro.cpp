@@ -150,9 +150,8 @@ filled_table& table_with(size_t slots, size_t n) {
     slot->keys.reserve(n);
     for (size_t i = 0; i < n; ++i) {
       slot->keys.push_back(stored_key_of(i));
-      const uint32_t h = hash_flow_key(slot->keys.back(), flow_table_seed);
-      slot->hashes.push_back(h);
-      auto r = slot->t->insert(slot->keys.back(), h, 0);
+      slot->hashes.push_back(flow_table::hash(flow_table::key_for(slot->keys.back())));
+      auto r = slot->t->insert(slot->keys.back(), 0);
       if (r.entry) r.entry->state = tcp_state::established;
     }
     slot->n = slot->t->size();
@@ -169,14 +168,14 @@ std::vector<uint32_t> random_order(size_t n, size_t count) {
   return v;
 }
 
-// One lookup at a time, hash precomputed (the worker hashes once for both).
+// One lookup at a time, key and hash included.
 void BM_flow_lookup(benchmark::State& state) {
   auto& ft = table_with(static_cast<size_t>(state.range(0)), static_cast<size_t>(state.range(1)));
   const auto order = random_order(ft.keys.size(), 1 << 20);
   uint32_t i = 0;
   for (auto _ : state) {
     const uint32_t k = order[i++ & ((1 << 20) - 1)];
-    benchmark::DoNotOptimize(ft.t->lookup(ft.keys[k], ft.hashes[k], 1));
+    benchmark::DoNotOptimize(ft.t->lookup(ft.keys[k], 1));
   }
   state.SetItemsProcessed(state.iterations());
   state.counters["entries"] = static_cast<double>(ft.t->size());
@@ -191,35 +190,18 @@ void BM_flow_lookup_burst_prefetch(benchmark::State& state) {
   for (auto _ : state) {
     const uint32_t* o = &order[i & ((1 << 20) - 1)];
     i += 32;
-    for (int j = 0; j < 32; ++j) ft.t->prefetch(ft.hashes[o[j]]);
+    flow_table::probe p[32];
+    for (int j = 0; j < 32; ++j) {
+      p[j] = ft.t->probe_for(ft.hashes[o[j]]);
+      flow_table::prefetch(p[j]);
+    }
     for (int j = 0; j < 32; ++j)
-      benchmark::DoNotOptimize(ft.t->lookup(ft.keys[o[j]], ft.hashes[o[j]], 1));
+      benchmark::DoNotOptimize(
+          ft.t->lookup(ft.keys[o[j]], flow_table::key_for(ft.keys[o[j]]), p[j], 1));
   }
   state.SetItemsProcessed(state.iterations() * 32);
 }
 BENCHMARK(BM_flow_lookup_burst_prefetch)->Args({1 << 21, 1 << 20})->Args({1 << 17, 1 << 16});
-
-// lookup_bulk: three-stage pipelined lookup of 32 keys (prefetch signatures, then entries).
-void BM_flow_lookup_bulk32(benchmark::State& state) {
-  auto& ft = table_with(static_cast<size_t>(state.range(0)), static_cast<size_t>(state.range(1)));
-  const auto order = random_order(ft.keys.size(), 1 << 20);
-  const stored_flow_key* keys[32];
-  uint32_t hashes[32];
-  flow_entry* out[32];
-  uint32_t i = 0;
-  for (auto _ : state) {
-    const uint32_t* o = &order[i & ((1 << 20) - 1)];
-    i += 32;
-    for (int j = 0; j < 32; ++j) {
-      keys[j] = &ft.keys[o[j]];
-      hashes[j] = ft.hashes[o[j]];
-    }
-    ft.t->lookup_bulk(keys, hashes, 32, 1, out);
-    benchmark::DoNotOptimize(out);
-  }
-  state.SetItemsProcessed(state.iterations() * 32);
-}
-BENCHMARK(BM_flow_lookup_bulk32)->Args({1 << 21, 1 << 20})->Args({1 << 17, 1 << 16});
 
 // Steady churn at 1M live entries: each iteration removes the oldest flow and inserts a new one.
 void BM_flow_insert_remove_1M(benchmark::State& state) {
@@ -229,14 +211,13 @@ void BM_flow_insert_remove_1M(benchmark::State& state) {
   uint64_t next = 0;
   auto insert = [&](uint64_t i) {
     const stored_flow_key k = stored_key_of(i);
-    auto r = t.insert(k, hash_flow_key(k, flow_table_seed), 1);
+    auto r = t.insert(k, 1);
     if (r.entry) r.entry->state = tcp_state::established;
   };
   for (; next < live; ++next) insert(next);
   for (auto _ : state) {
     const stored_flow_key old = stored_key_of(next - live);
-    const uint32_t h = hash_flow_key(old, flow_table_seed);
-    if (flow_entry* e = t.lookup(old, h, 1)) t.remove(e);
+    if (flow_entry* e = t.lookup(old, 1)) t.remove(e);
     insert(next++);
   }
   state.SetItemsProcessed(state.iterations());
@@ -252,12 +233,12 @@ void BM_flow_insert_full_table(benchmark::State& state) {
   uint32_t now = 0;
   while (t.size() < t.capacity() && next < 4 * t.capacity()) {
     const stored_flow_key k = stored_key_of(next++);
-    t.insert(k, hash_flow_key(k, flow_table_seed), now);  // state syn_seen: evictable
+    t.insert(k, now);  // state syn_seen: evictable
   }
   now = 10;
   for (auto _ : state) {
     const stored_flow_key k = stored_key_of(next++);
-    benchmark::DoNotOptimize(t.insert(k, hash_flow_key(k, flow_table_seed), now));
+    benchmark::DoNotOptimize(t.insert(k, now));
   }
   state.SetItemsProcessed(state.iterations());
   state.counters["load"] = static_cast<double>(t.size()) / static_cast<double>(t.capacity());

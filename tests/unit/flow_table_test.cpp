@@ -5,13 +5,19 @@
 #include <rte_lcore.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
+#include <ostream>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "dataplane/flow_hash.h"
@@ -19,20 +25,43 @@
 
 namespace tandem {
 
-// Reaches the table's private bucket layout so tests can check placement and eviction choices.
+// Reaches the table's private layout so tests can check placement, moves and eviction choices.
 struct flow_table_test_access {
   static uint32_t bucket_count(const flow_table& t) { return t.bucket_count_; }
   static uint32_t bucket_a(const flow_table& t, uint32_t h) { return t.bucket_a(h); }
-  static uint32_t bucket_b(const flow_table& t, uint32_t h) { return t.bucket_b(h); }
+  static uint32_t bucket_b(const flow_table& t, uint32_t h) {
+    return t.bucket_b(h, t.bucket_a(h));
+  }
+  static const flow_entry* entries(const flow_table& t) { return t.entries_; }
+  static const ip_address* v6_clients(const flow_table& t) { return t.v6_clients_; }
   static const flow_entry* bucket(const flow_table& t, uint32_t b) {
     return &t.entries_[size_t{b} * flow_table::bucket_entries];
   }
-  static uint16_t sig(const flow_table& t, uint32_t b, uint32_t i) { return t.sigs_[size_t{b} * flow_table::bucket_entries + i]; }
-  static bool from_rte(const flow_table& t) { return t.mem_from_rte_; }
   static flow_entry* slot(flow_table& t, uint32_t b, uint32_t i) {
     return &t.entries_[size_t{b} * flow_table::bucket_entries + i];
   }
+  // Which bucket an entry pointer of `t` lies in.
+  static uint32_t bucket_of(const flow_table& t, const flow_entry* e) {
+    return static_cast<uint32_t>(static_cast<size_t>(e - t.entries_) / flow_table::bucket_entries);
+  }
+  // The side-array address of the slot `e` occupies.
+  static const ip_address& v6_client_of(const flow_table& t, const flow_entry* e) {
+    return t.v6_clients_[static_cast<size_t>(e - t.entries_)];
+  }
+  static uint64_t digest(const ip_address& a) {
+    uint64_t lo, hi;
+    std::memcpy(&lo, a.bytes, 8);
+    std::memcpy(&hi, a.bytes + 8, 8);
+    return flow_table::digest(lo, hi);
+  }
+  static bool from_rte(const flow_table& t) { return t.mem_from_rte_; }
 };
+
+// Readable keys in failure messages.
+void PrintTo(const stored_flow_key& k, std::ostream* os) {
+  *os << "{" << to_string(k.client) << " port " << ntohs(k.client_port) << " -> vip "
+      << k.vip_id << " port " << ntohs(k.vip_port) << "}";
+}
 
 namespace {
 
@@ -61,7 +90,18 @@ flow_key make_key(uint32_t i, bool v6, std::mt19937& rng) {
   return k;
 }
 
-uint32_t hash_of(const flow_key& k) { return hash_flow_key(k, flow_table_seed); }
+ip_address addr(const char* text) {
+  const std::optional<ip_address> a = parse_ip_address(text);
+  EXPECT_TRUE(a.has_value()) << text;
+  return a.value_or(ip_address{});
+}
+
+// The table's hash of a key, the way the convenience overloads compute it.
+uint32_t hash_of(const flow_key& k) { return flow_table::hash(flow_table::key_for(k)); }
+
+bool same_key(const flow_table_key& a, const flow_table_key& b) {
+  return a.k0 == b.k0 && a.k1 == b.k1;
+}
 
 std::vector<flow_key> make_keys(uint32_t n, uint32_t first, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -72,14 +112,11 @@ std::vector<flow_key> make_keys(uint32_t n, uint32_t first, uint32_t seed) {
 }
 
 // Inserts and sets the state; fails the test if the insert fails.
-flow_entry* put(flow_table& t, const flow_key& k, uint32_t now, tcp_state s, uint32_t hash) {
-  flow_table::insert_result r = t.insert(k, hash, now);
+flow_entry* put(flow_table& t, const flow_key& k, uint32_t now, tcp_state s) {
+  flow_table::insert_result r = t.insert(k, now);
   EXPECT_NE(r.entry, nullptr);
   if (r.entry != nullptr) r.entry->state = s;
   return r.entry;
-}
-flow_entry* put(flow_table& t, const flow_key& k, uint32_t now, tcp_state s) {
-  return put(t, k, now, s, hash_of(k));
 }
 
 size_t count_live(const flow_table& t) {
@@ -88,12 +125,30 @@ size_t count_live(const flow_table& t) {
   return n;
 }
 
+std::string key_bytes(const flow_key& k) {
+  return std::string(reinterpret_cast<const char*>(&k), sizeof(flow_key));
+}
+
+// Every live entry sits in one of the two buckets its own hash names (moves must keep this, or
+// lookups would miss it).
+void expect_every_entry_in_its_buckets(const flow_table& t) {
+  for (uint32_t b = 0; b < access::bucket_count(t); ++b) {
+    const flow_entry* line = access::bucket(t, b);
+    for (uint32_t s = 0; s < flow_table::bucket_entries; ++s) {
+      if (line[s].state == tcp_state::empty) continue;
+      const uint32_t h = flow_table::hash_of(line[s]);
+      EXPECT_TRUE(access::bucket_a(t, h) == b || access::bucket_b(t, h) == b)
+          << "bucket " << b << " slot " << s << " holds " << ::testing::PrintToString(t.key_of(line[s]));
+    }
+  }
+}
+
 // Keys inserted at `now` until every slot is taken (evictions of equally old entries allowed).
 std::vector<flow_key> fill_completely(flow_table& t, uint32_t now, tcp_state s) {
   std::mt19937 rng(99);
   std::vector<flow_key> keys;
   for (uint32_t i = 0; t.size() < t.capacity() && i < 100'000; ++i) {
-    flow_key k = make_key(500'000 + i, false, rng);
+    flow_key k = make_key(500'000 + i, (i % 3) == 0, rng);
     if (put(t, k, now, s) == nullptr) break;
     keys.push_back(k);
   }
@@ -101,11 +156,56 @@ std::vector<flow_key> fill_completely(flow_table& t, uint32_t now, tcp_state s) 
   return keys;
 }
 
-// Runs first in file order, before any test starts EAL: the table then falls back to
-// aligned_alloc. Whatever the order, the memory source must follow whether EAL is up.
+// A fresh key (ids from `next_id`) whose buckets are exactly (a, b) in `t`.
+flow_key key_with_buckets(const flow_table& t, uint32_t a, uint32_t b, bool v6,
+                          uint32_t& next_id, std::mt19937& rng) {
+  for (int i = 0; i < 1'000'000; ++i) {
+    const flow_key k = make_key(next_id++, v6, rng);
+    const uint32_t h = hash_of(k);
+    if (access::bucket_a(t, h) == a && access::bucket_b(t, h) == b) return k;
+  }
+  ADD_FAILURE() << "no key has buckets (" << a << ", " << b << ")";
+  return flow_key{};
+}
+
+uint32_t used_slots(const flow_table& t, uint32_t bucket) {
+  uint32_t n = 0;
+  const flow_entry* e = access::bucket(t, bucket);
+  for (uint32_t i = 0; i < flow_table::bucket_entries; ++i) n += e[i].state != tcp_state::empty;
+  return n;
+}
+
+bool in_bucket(const flow_table& t, uint32_t bucket, const flow_key& k) {
+  const flow_entry* e = access::bucket(t, bucket);
+  for (uint32_t i = 0; i < flow_table::bucket_entries; ++i)
+    if (e[i].state != tcp_state::empty && t.key_of(e[i]) == k) return true;
+  return false;
+}
+
+// Two different IPv6 clients (2001:db8::/32, random) with the same 32-bit digest.
+std::pair<ip_address, ip_address> colliding_v6_clients(uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::unordered_map<uint32_t, ip_address> seen;
+  seen.reserve(1u << 19);
+  for (int i = 0; i < 2'000'000; ++i) {
+    uint8_t b[16] = {0x20, 0x01, 0x0d, 0xb8};
+    const uint64_t r0 = rng(), r1 = rng();
+    std::memcpy(b + 4, &r0, 4);
+    std::memcpy(b + 8, &r1, 8);
+    const ip_address a = ip_address::from_v6(b);
+    const uint64_t d = access::digest(a);
+    EXPECT_LE(d, 0xffffffffull) << "a digest is 32 bits";
+    auto [it, fresh] = seen.emplace(static_cast<uint32_t>(d), a);
+    if (!fresh && !(it->second == a)) return {it->second, a};
+  }
+  ADD_FAILURE() << "no digest collision found";
+  return {};
+}
+
+// Runs first in file order, before any test starts EAL.
 // The worker builds stored keys as words in registers (key_words_v4 / key_words) and hashes
-// them directly: both must give exactly what make_stored_key and hash_flow_key give, or flows
-// would be looked up under a different key or bucket than the one they were stored with.
+// them directly: both must give exactly what make_stored_key gives, or flows would be looked up
+// under a different key than the one they were stored with.
 TEST(StoredKeyWords, MatchMakeStoredKeyAndItsHash) {
   std::mt19937 rng(5);
   for (int i = 0; i < 2000; ++i) {
@@ -134,19 +234,61 @@ TEST(StoredKeyWords, MatchMakeStoredKeyAndItsHash) {
   }
 }
 
+// The compared key: the same from words, from the stored key and (IPv4) from key_for_v4, with
+// each field where flow_table_key documents it and the entry holds it.
+TEST(FlowTableKey, KeyForLayoutAndEveryFormAgree) {
+  std::mt19937 rng(6);
+  for (int i = 0; i < 3000; ++i) {
+    const bool v6 = i % 2 == 0;
+    flow_key k = make_key(static_cast<uint32_t>(i), v6, rng);
+    k.vip_id = static_cast<uint16_t>(rng());
+    k.vip_port = static_cast<uint16_t>(rng());
+    const stored_key_words w = key_words(k.client, k.client_port, k.vip_port, k.vip_id);
+    const flow_table_key fk = flow_table::key_for(k);
+    ASSERT_TRUE(same_key(fk, flow_table::key_for(w))) << i;
+    EXPECT_EQ(fk.ipv6(), v6) << i;
+    EXPECT_EQ(fk.vip_id(), k.vip_id) << i;
+    EXPECT_EQ(static_cast<uint16_t>(fk.k0 >> 32), k.client_port) << i;
+    EXPECT_EQ(static_cast<uint16_t>(fk.k0 >> 48), k.vip_port) << i;
+    EXPECT_EQ(fk.k1, uint64_t{k.vip_id} | (v6 ? 1ull << 63 : 0)) << "no other bits in k1 " << i;
+    if (v6) {
+      EXPECT_EQ(static_cast<uint32_t>(fk.k0), access::digest(k.client)) << i;
+    } else {
+      EXPECT_EQ(static_cast<uint32_t>(fk.k0), k.client.v4_be()) << i;
+      ASSERT_TRUE(same_key(fk, flow_table::key_for_v4(k.client.v4_be(), k.client_port,
+                                                      k.vip_port, k.vip_id)))
+          << i;
+    }
+    EXPECT_EQ(flow_table::hash(fk), hash_of(k));
+  }
+  // Only ::ffff:0:0/96 is inline: the IPv4-compatible ::a.b.c.d, the IPv4-translated
+  // ::ffff:0:a.b.c.d and :: are IPv6 clients.
+  EXPECT_FALSE(flow_table::key_for(flow_key{addr("::ffff:1.2.3.4"), 1, 2, 3, 0}).ipv6());
+  EXPECT_FALSE(flow_table::key_for(flow_key{addr("::ffff:0.0.0.0"), 1, 2, 3, 0}).ipv6());
+  EXPECT_TRUE(flow_table::key_for(flow_key{addr("::1.2.3.4"), 1, 2, 3, 0}).ipv6());
+  EXPECT_TRUE(flow_table::key_for(flow_key{addr("::ffff:0:1.2.3.4"), 1, 2, 3, 0}).ipv6());
+  EXPECT_TRUE(flow_table::key_for(flow_key{addr("1::ffff:1.2.3.4"), 1, 2, 3, 0}).ipv6());
+  EXPECT_TRUE(flow_table::key_for(flow_key{addr("::"), 1, 2, 3, 0}).ipv6());
+}
+
+// Runs before any test starts EAL: the table then falls back to aligned_alloc. Whatever the
+// order, the memory source must follow whether EAL is up.
 TEST(FlowTableNoEal, WorksWithOrWithoutEal) {
   flow_table t(100);
   EXPECT_EQ(access::from_rte(t), rte_lcore_count() > 0);
-  EXPECT_EQ(t.capacity(), 112u);
+  EXPECT_EQ(t.capacity(), 100u);
+  EXPECT_EQ(t.memory_bytes(), 100u * 48);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(access::entries(t)) % 64, 0u);
   std::mt19937 rng(2);
   const flow_key k = make_key(1, true, rng);
-  flow_table::insert_result r = t.insert(k, hash_of(k), 1);
+  flow_table::insert_result r = t.insert(k, 1);
   ASSERT_NE(r.entry, nullptr);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(r.entry) % 16, 0u);
-  EXPECT_EQ(t.lookup(k, hash_of(k), 1), r.entry);
-  size_t zero = 0;
-  t.for_each([&](const flow_entry&) { ++zero; });
-  EXPECT_EQ(zero, 1u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(r.entry) % 32, 0u);
+  EXPECT_EQ(t.lookup(k, 1), r.entry);
+  EXPECT_EQ(t.key_of(*r.entry), k);
+  size_t n = 0;
+  t.for_each([&](const flow_entry&) { ++n; });
+  EXPECT_EQ(n, 1u);
 }
 
 class FlowTable : public ::testing::Test {
@@ -155,73 +297,125 @@ class FlowTable : public ::testing::Test {
 };
 
 TEST_F(FlowTable, EntryLayoutAndAllocation) {
-  // Issue 6: at most 64 bytes per tracked flow. 48-byte entries + 2 bytes of signature.
-  EXPECT_EQ(sizeof(flow_entry), 48u);
-  EXPECT_EQ(alignof(flow_entry), 16u);
+  // Issue 6: at most 64 bytes per tracked flow. 32-byte entries + 16 bytes of IPv6 client.
+  EXPECT_EQ(sizeof(flow_entry), 32u);
+  EXPECT_EQ(alignof(flow_entry), 32u);
   EXPECT_EQ(sizeof(stored_flow_key), 24u);
-  EXPECT_EQ(flow_table::bytes_per_slot(), 50u);
+  EXPECT_EQ(flow_table::bucket_entries, 2u);
+  EXPECT_EQ(flow_table::bytes_per_slot(), 48u);
+  // The entry's first two words are what flow_table_detail::matches compares.
+  EXPECT_EQ(offsetof(flow_entry, client), 0u);
+  EXPECT_EQ(offsetof(flow_entry, client_port), 4u);
+  EXPECT_EQ(offsetof(flow_entry, vip_port), 6u);
+  EXPECT_EQ(offsetof(flow_entry, vip_id), 8u);
+  EXPECT_EQ(offsetof(flow_entry, state), 10u);
+  {
+    flow_entry e;
+    e.ipv6 = 1;
+    EXPECT_EQ(flow_table_detail::load64(reinterpret_cast<const unsigned char*>(&e) + 8),
+              1ull << 63)
+        << "the ipv6 bit is bit 63 of the second word";
+    e.ipv6 = 0;
+    e.service_id = 0x7fff;
+    EXPECT_EQ(flow_table_detail::load64(reinterpret_cast<const unsigned char*>(&e) + 8) &
+                  flow_table_detail::k1_mask,
+              0u)
+        << "service_id must not reach the compared bits";
+  }
 
   flow_table t(1000);
   EXPECT_TRUE(access::from_rte(t)) << "EAL is running: the table should live in rte_malloc memory";
+  EXPECT_EQ(t.memory_bytes(), 1000u * 48);
+  // One block: the entries, then one IPv6 address per slot.
+  EXPECT_EQ(reinterpret_cast<const unsigned char*>(access::v6_clients(t)),
+            reinterpret_cast<const unsigned char*>(access::entries(t)) + 1000 * 32);
   for (uint32_t b = 0; b < access::bucket_count(t); ++b) {
     const flow_entry* e = access::bucket(t, b);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(e) % 64, 0u);
     for (uint32_t i = 0; i < flow_table::bucket_entries; ++i) {
       EXPECT_EQ(e[i].state, tcp_state::empty);
-      EXPECT_EQ(access::sig(t, b, i), 0);
+      EXPECT_EQ(flow_table_detail::load64(&e[i]), 0u);
     }
   }
+  for (size_t i = 0; i < t.capacity(); ++i) EXPECT_EQ(access::v6_clients(t)[i], ip_address{});
   std::mt19937 rng(1);
   flow_entry* e = put(t, make_key(1, false, rng), 5, tcp_state::udp);
   ASSERT_NE(e, nullptr);
-  EXPECT_EQ(reinterpret_cast<uintptr_t>(e) % 16, 0u);
-  // 1 M (2^20) flows at 80 % load: 1,310,720 slots, at most 64 bytes per flow, 128 MiB in all.
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(e) % 32, 0u);
+  // 1 M (2^20) flows at 80 % load: 1,310,720 slots, 48 bytes each: 60 MiB.
   flow_table big(1'310'720);
   EXPECT_EQ(big.capacity(), 1'310'720u);
+  EXPECT_EQ(big.memory_bytes(), size_t{1'310'720} * 48);
   EXPECT_LE(big.memory_bytes(), (1u << 20) * 64);
-  EXPECT_LE(big.memory_bytes(), 128u << 20);
+  EXPECT_LE(big.memory_bytes(), 64u << 20);
 }
 
-TEST_F(FlowTable, CapacityRoundsUpToAnEvenNumberOfBuckets) {
+TEST_F(FlowTable, CapacityRoundsUpToWholeBucketsOfTwo) {
   const std::pair<size_t, size_t> cases[] = {
-      {0, 16},    {1, 16},     {8, 16},     {16, 16},   {17, 32},       {24, 32},
-      {33, 48},   {64, 64},    {65, 80},    {100, 112}, {1000, 1008},   {1024, 1024},
-      {1025, 1040}, {1u << 20, 1u << 20}, {(1u << 20) + 1, (1u << 20) + 16},
-      {1'310'720, 1'310'720}, {1'000'001, 1'000'016},
+      {0, 4},       {1, 4},           {2, 4},           {3, 4},
+      {4, 4},       {5, 6},           {6, 6},           {7, 8},
+      {100, 100},   {101, 102},       {1000, 1000},     {1001, 1002},
+      {1u << 20, 1u << 20}, {(1u << 20) + 1, (1u << 20) + 2}, {1'310'720, 1'310'720},
+      {1'000'001, 1'000'002},
   };
   for (const auto& [asked, expected] : cases) {
     flow_table t(asked);
     EXPECT_EQ(t.capacity(), expected) << "capacity " << asked;
     EXPECT_EQ(access::bucket_count(t), expected / flow_table::bucket_entries);
+    EXPECT_EQ(t.memory_bytes(), expected * flow_table::bytes_per_slot());
     EXPECT_EQ(t.size(), 0u);
     EXPECT_EQ(count_live(t), 0u);
   }
+  // More than 2^31 slots is refused before anything is allocated.
+  EXPECT_THROW(flow_table((size_t{1} << 31) + 1), std::length_error);
+  EXPECT_THROW(flow_table(std::numeric_limits<size_t>::max()), std::length_error);
 }
 
 TEST_F(FlowTable, BucketChoicesDifferAndAreSpread) {
   std::mt19937 rng(7);
-  for (size_t cap : {16u, 64u, 1024u, 1u << 20}) {
+  for (size_t cap : {4u, 6u, 16u, 2048u, 1u << 20}) {
     flow_table t(cap);
     const uint32_t n = access::bucket_count(t);
     std::set<uint32_t> partners_of_zero;
-    for (int i = 0; i < 200'000; ++i) {
+    std::vector<uint32_t> count_a(n <= 1024 ? n : 0), count_b(n <= 1024 ? n : 0);
+    uint32_t close = 0;  // |a - b| < n / 100
+    const int hashes = 200'000;
+    for (int i = 0; i < hashes; ++i) {
       const uint32_t h = rng();
       const uint32_t a = access::bucket_a(t, h), b = access::bucket_b(t, h);
       ASSERT_LT(a, n);
       ASSERT_LT(b, n);
       ASSERT_NE(a, b) << "hash " << h;
+      if (i < 100) {
+        const flow_table::probe p = t.probe_for(h);
+        ASSERT_EQ(p.a, access::bucket(t, a));
+        ASSERT_EQ(p.b, access::bucket(t, b));
+      }
       if (a == 0) partners_of_zero.insert(b);
+      if (!count_a.empty()) {
+        ++count_a[a];
+        ++count_b[b];
+      }
+      close += (a > b ? a - b : b - a) < n / 100;
     }
     if (n == 2) {
       EXPECT_EQ(partners_of_zero, std::set<uint32_t>{1});
+    } else if (n == 3) {
+      EXPECT_EQ(partners_of_zero, (std::set<uint32_t>{1, 2}));
     } else if (n == 8) {
-      // Buckets pair even with odd (the pair sum is odd): every odd bucket is a partner.
-      EXPECT_EQ(partners_of_zero, (std::set<uint32_t>{1, 3, 5, 7}));
-    } else if (n == 128) {
-      EXPECT_GT(partners_of_zero.size(), 60u);
+      EXPECT_EQ(partners_of_zero, (std::set<uint32_t>{1, 2, 3, 4, 5, 6, 7}));
+    } else if (n == 1024) {
+      // ~195 hashes per bucket, for a and for b; ~177 distinct partners of bucket 0 expected.
+      for (uint32_t x = 0; x < n; ++x) {
+        EXPECT_GT(count_a[x], 100u) << x;
+        EXPECT_LT(count_a[x], 300u) << x;
+        EXPECT_GT(count_b[x], 100u) << x;
+        EXPECT_LT(count_b[x], 300u) << x;
+      }
+      EXPECT_GT(partners_of_zero.size(), 150u);
     } else {
-      // ~1.5 hashes per bucket land on bucket 0: their partners must not cluster.
-      EXPECT_GE(partners_of_zero.size(), 1u);
+      // b is not a neighbour of a: about 2 % of pairs are within n/100 of each other.
+      EXPECT_LT(close, static_cast<uint32_t>(hashes / 20)) << "n " << n;
     }
   }
 }
@@ -233,32 +427,56 @@ TEST_F(FlowTable, InsertLookupRemoveRoundTrip) {
   const uint32_t now = 1'000;
 
   for (uint32_t i = 0; i < keys.size(); ++i) {
-    flow_table::insert_result r = t.insert(keys[i], hash_of(keys[i]), now);
+    flow_table::insert_result r;
+    if (i % 2 == 0) {
+      r = t.insert(keys[i], now);
+    } else {  // the hot-path overload, as the worker calls it
+      const flow_table_key k = flow_table::key_for(keys[i]);
+      const flow_table::probe p = t.probe_for(flow_table::hash(k));
+      flow_table::prefetch(p);
+      r = t.insert(keys[i], k, p, now);
+    }
     ASSERT_NE(r.entry, nullptr) << i;
     EXPECT_FALSE(r.evicted) << i;
-    EXPECT_EQ(r.entry->key, keys[i]);
+    EXPECT_EQ(t.key_of(*r.entry), keys[i]);
+    EXPECT_EQ(flow_table::hash_of(*r.entry), hash_of(keys[i]));
+    EXPECT_EQ(r.entry->ipv6, keys[i].client.is_v4() ? 0 : 1);
     EXPECT_EQ(r.entry->last_seen_ms, now);
     EXPECT_EQ(r.entry->state, tcp_state::syn_seen);  // placeholder until the caller sets it
     EXPECT_EQ(r.entry->backend_id, 0u);
-    r.entry->backend_id = i;
+    EXPECT_EQ(r.entry->generation, 0u);
+    r.entry->backend_id = static_cast<uint16_t>(i);
     r.entry->state = is_tcp(keys[i]) ? tcp_state::established : tcp_state::udp;
     ASSERT_EQ(t.size(), i + 1u);
   }
   EXPECT_EQ(t.stats().inserts, keys.size());
   EXPECT_EQ(t.stats().evictions, 0u);
+  EXPECT_EQ(t.stats().failed_inserts, 0u);
   EXPECT_EQ(count_live(t), keys.size());
+  expect_every_entry_in_its_buckets(t);
 
   for (uint32_t i = 0; i < keys.size(); ++i) {
-    flow_entry* e = t.lookup(keys[i], hash_of(keys[i]), now + 10);
+    flow_entry* e;
+    if (i % 3 == 0) {
+      e = t.lookup(keys[i], now + 10);
+    } else {
+      const flow_table_key k = flow_table::key_for(keys[i]);
+      const flow_table::probe p = t.probe_for(flow_table::hash(k));
+      t.prefetch_clients(p, k);
+      e = t.lookup(keys[i], k, p, now + 10);
+    }
     ASSERT_NE(e, nullptr) << i;
-    EXPECT_EQ(e->backend_id, i);
-    EXPECT_EQ(e->key, keys[i]);
+    EXPECT_EQ(e->backend_id, static_cast<uint16_t>(i));
+    EXPECT_EQ(t.key_of(*e), keys[i]);
+    const uint32_t h = hash_of(keys[i]);
+    const uint32_t b = access::bucket_of(t, e);
+    EXPECT_TRUE(b == access::bucket_a(t, h) || b == access::bucket_b(t, h)) << i;
   }
-  for (const flow_key& k : absent) EXPECT_EQ(t.lookup(k, hash_of(k), now), nullptr);
+  for (const flow_key& k : absent) EXPECT_EQ(t.lookup(k, now), nullptr);
 
   // Remove every other key.
   for (uint32_t i = 0; i < keys.size(); i += 2) {
-    flow_entry* e = t.lookup(keys[i], hash_of(keys[i]), now);
+    flow_entry* e = t.lookup(keys[i], now);
     ASSERT_NE(e, nullptr);
     t.remove(e);
     EXPECT_EQ(e->state, tcp_state::empty);
@@ -266,132 +484,281 @@ TEST_F(FlowTable, InsertLookupRemoveRoundTrip) {
   EXPECT_EQ(t.size(), keys.size() / 2);
   EXPECT_EQ(count_live(t), keys.size() / 2);
   for (uint32_t i = 0; i < keys.size(); ++i) {
-    flow_entry* e = t.lookup(keys[i], hash_of(keys[i]), now);
+    flow_entry* e = t.lookup(keys[i], now);
     if (i % 2 == 0) {
       EXPECT_EQ(e, nullptr) << i;
     } else {
       ASSERT_NE(e, nullptr) << i;
-      EXPECT_EQ(e->backend_id, i);
+      EXPECT_EQ(e->backend_id, static_cast<uint16_t>(i));
     }
   }
   // Re-insert the removed half.
   for (uint32_t i = 0; i < keys.size(); i += 2) {
-    flow_table::insert_result r = t.insert(keys[i], hash_of(keys[i]), now + 20);
+    flow_table::insert_result r = t.insert(keys[i], now + 20);
     ASSERT_NE(r.entry, nullptr);
     EXPECT_FALSE(r.evicted);
-    r.entry->backend_id = i + 100'000;
+    r.entry->state = tcp_state::udp;
+    r.entry->backend_id = static_cast<uint16_t>(i + 20'000);
   }
   EXPECT_EQ(t.size(), keys.size());
+  EXPECT_EQ(t.stats().evictions, 0u);
   for (uint32_t i = 0; i < keys.size(); ++i) {
-    flow_entry* e = t.lookup(keys[i], hash_of(keys[i]), now + 20);
+    flow_entry* e = t.lookup(keys[i], now + 20);
     ASSERT_NE(e, nullptr);
-    EXPECT_EQ(e->backend_id, i % 2 == 0 ? i + 100'000 : i);
+    EXPECT_EQ(e->backend_id, static_cast<uint16_t>(i % 2 == 0 ? i + 20'000 : i));
   }
 }
 
 TEST_F(FlowTable, RemoveFreesTheSlot) {
-  flow_table t(16);  // 2 buckets: every key may use every slot
+  flow_table t(4);  // 2 buckets: every key may use every slot
   const std::vector<flow_key> keys = fill_completely(t, 0, tcp_state::udp);
-  ASSERT_EQ(t.size(), 16u);
-  flow_entry* e = t.lookup(keys.back(), hash_of(keys.back()), 0);
+  ASSERT_EQ(t.size(), 4u);
+  ASSERT_EQ(keys.size(), 4u);
+  flow_entry* e = t.lookup(keys.back(), 0);
   ASSERT_NE(e, nullptr);
   t.remove(e);
-  EXPECT_EQ(t.size(), 15u);
+  EXPECT_EQ(t.size(), 3u);
   t.remove(e);  // a second remove must not corrupt the count
-  EXPECT_EQ(t.size(), 15u);
-  EXPECT_EQ(t.lookup(keys.back(), hash_of(keys.back()), 0), nullptr);
+  EXPECT_EQ(t.size(), 3u);
+  EXPECT_EQ(t.lookup(keys.back(), 0), nullptr);
+  for (size_t i = 0; i + 1 < keys.size(); ++i) EXPECT_NE(t.lookup(keys[i], 0), nullptr);
 
   std::mt19937 rng(3);
   const flow_key k = make_key(77, true, rng);
-  flow_table::insert_result r = t.insert(k, hash_of(k), 1);
+  flow_table::insert_result r = t.insert(k, 1);
   EXPECT_EQ(r.entry, e);  // the freed slot is the only one
   EXPECT_FALSE(r.evicted);
-  EXPECT_EQ(t.size(), 16u);
+  EXPECT_EQ(t.size(), 4u);
   EXPECT_EQ(t.stats().evictions, 0u);
+  EXPECT_EQ(t.key_of(*e), k);
 }
 
-TEST_F(FlowTable, FullKeyCompareWithEqualHashes) {
-  flow_table t(1024);
+// In a two-bucket table every key has the same four candidates, so lookups must tell keys apart
+// by comparing every field: keys one field apart are separate flows.
+TEST_F(FlowTable, EveryKeyFieldIsCompared) {
   std::mt19937 rng(5);
-  const uint32_t h = 0x12345678u;  // every key forced into the same two buckets
-  flow_key base = make_key(1, false, rng);
-  std::vector<flow_key> keys;
-  for (uint32_t i = 0; i < 16; ++i) {
-    flow_key k = base;
-    switch (i % 4) {
-      case 0: k.client_port = static_cast<uint16_t>(k.client_port + i); break;
-      case 1: k.vip_id = static_cast<uint16_t>(k.vip_id + 4 * i); break;
-      case 2: k.client.bytes[i % 16] ^= 0x40; k.vip_port = static_cast<uint16_t>(i); break;
-      case 3: k.vip_port = static_cast<uint16_t>(k.vip_port + 1000 * i); break;
+  for (bool v6 : {false, true}) {
+    const flow_key base = make_key(1, v6, rng);
+    std::vector<std::pair<const char*, flow_key>> variants;
+    auto variant = [&](const char* what, auto change) {
+      flow_key k = base;
+      change(k);
+      variants.emplace_back(what, k);
+    };
+    variant("client_port low bit", [](flow_key& k) { k.client_port ^= 1; });
+    variant("client_port high bit", [](flow_key& k) { k.client_port ^= 0x8000; });
+    variant("vip_port", [](flow_key& k) { k.vip_port ^= 0x0100; });
+    variant("vip_id low bit", [](flow_key& k) { k.vip_id ^= 1; });
+    variant("vip_id high bit", [](flow_key& k) { k.vip_id ^= 0x8000; });
+    variant("client last byte", [](flow_key& k) { k.client.bytes[15] ^= 1; });
+    variant("client first byte of its low 32 bits", [](flow_key& k) { k.client.bytes[12] ^= 0x80; });
+    if (v6) {
+      variant("client prefix", [](flow_key& k) { k.client.bytes[0] ^= 1; });
+      variant("client middle", [](flow_key& k) { k.client.bytes[9] ^= 0x10; });
     }
-    keys.push_back(k);
+    for (const auto& [what, other] : variants) {
+      SCOPED_TRACE(std::string(v6 ? "IPv6 " : "IPv4 ") + what);
+      ASSERT_FALSE(other == base);
+      flow_table t(4);
+      flow_entry* eb = put(t, base, 10, tcp_state::established);
+      ASSERT_NE(eb, nullptr);
+      eb->backend_id = 1;
+      EXPECT_EQ(t.lookup(other, 10), nullptr);
+      flow_table::insert_result r = t.insert(other, 11);
+      ASSERT_NE(r.entry, nullptr);
+      EXPECT_FALSE(r.evicted);
+      r.entry->state = tcp_state::udp;
+      r.entry->backend_id = 2;
+      EXPECT_EQ(t.size(), 2u);
+      flow_entry* fb = t.lookup(base, 12);
+      flow_entry* fo = t.lookup(other, 12);
+      ASSERT_NE(fb, nullptr);
+      ASSERT_NE(fo, nullptr);
+      EXPECT_NE(fb, fo);
+      EXPECT_EQ(fb->backend_id, 1u);
+      EXPECT_EQ(fo->backend_id, 2u);
+      EXPECT_EQ(t.key_of(*fo), other);
+      t.remove(fb);
+      EXPECT_EQ(t.lookup(base, 12), nullptr);
+      EXPECT_EQ(t.lookup(other, 12), fo);
+    }
   }
-  std::sort(keys.begin(), keys.end(),
-            [](const flow_key& a, const flow_key& b) { return std::memcmp(&a, &b, sizeof a) < 0; });
-  ASSERT_EQ(std::unique(keys.begin(), keys.end()), keys.end());
-
-  for (uint32_t i = 0; i < keys.size(); ++i) {
-    flow_entry* e = put(t, keys[i], 100 + i, tcp_state::udp, h);
-    ASSERT_NE(e, nullptr);
-    e->backend_id = i;
-  }
-  EXPECT_EQ(t.stats().evictions, 0u);
-  for (uint32_t i = 0; i < keys.size(); ++i) {
-    flow_entry* e = t.lookup(keys[i], h, 200);
-    ASSERT_NE(e, nullptr) << i;
-    EXPECT_EQ(e->backend_id, i);
-  }
-  // Same hash, not inserted: signatures match everywhere, the key compare must say no.
-  flow_key other = base;
-  other.client_port = static_cast<uint16_t>(base.client_port ^ 0x8000);
-  EXPECT_EQ(t.lookup(other, h, 200), nullptr);
-
-  // A 17th key with this hash has no room: the oldest (keys[0]) is displaced.
-  flow_table::insert_result r = t.insert(other, h, 300);
-  ASSERT_NE(r.entry, nullptr);
-  EXPECT_TRUE(r.evicted);
-  EXPECT_EQ(r.displaced.key, keys[0]);
-  EXPECT_EQ(r.displaced.backend_id, 0u);
-  EXPECT_EQ(t.stats().evictions, 1u);
-  EXPECT_EQ(t.lookup(keys[0], h, 300), nullptr);
-  EXPECT_NE(t.lookup(other, h, 300), nullptr);
-  for (uint32_t i = 1; i < keys.size(); ++i) EXPECT_NE(t.lookup(keys[i], h, 300), nullptr);
 }
 
-TEST_F(FlowTable, LookupBulkMatchesLookup) {
-  flow_timeouts to;
-  to.udp_ms = 50;
-  flow_table t(4096, to);
-  const std::vector<flow_key> keys = make_keys(3000, 0, 21);
-  // A third present and fresh, a third present but expired, a third absent.
-  for (uint32_t i = 0; i < keys.size(); ++i) {
-    if (i % 3 == 2) continue;
-    flow_entry* e = put(t, keys[i], i % 3 == 0 ? 1000 : 100, tcp_state::udp);
-    ASSERT_NE(e, nullptr);
-    e->backend_id = i;
-  }
-  const uint32_t now = 1010;
-  std::mt19937 rng(22);
-  size_t found = 0;
-  for (uint32_t n : {0u, 1u, 7u, 32u, 64u, 200u}) {
-    for (int round = 0; round < 20; ++round) {
-      std::vector<const flow_key*> kp(n);
-      std::vector<uint32_t> hs(n);
-      std::vector<flow_entry*> out(n, reinterpret_cast<flow_entry*>(uintptr_t{64}));
-      for (uint32_t i = 0; i < n; ++i) {
-        kp[i] = &keys[rng() % keys.size()];
-        hs[i] = hash_of(*kp[i]);
-      }
-      t.lookup_bulk(kp.data(), hs.data(), n, now, out.data());
-      for (uint32_t i = 0; i < n; ++i) {
-        EXPECT_EQ(out[i], t.lookup(*kp[i], hs[i], now));
-        const size_t idx = static_cast<size_t>(kp[i] - keys.data());
-        EXPECT_EQ(out[i] != nullptr, idx % 3 == 0);
-        found += out[i] != nullptr;
-      }
+// The entry's second word also holds the state, colour, backend and service: none of it may
+// take part in the compare (beyond "live"), whatever the values.
+TEST_F(FlowTable, NonKeyFieldsDoNotAffectMatching) {
+  std::mt19937 rng(8);
+  const tcp_state states[] = {tcp_state::syn_seen, tcp_state::established, tcp_state::closing,
+                              tcp_state::closed, tcp_state::udp};
+  for (bool v6 : {false, true}) {
+    for (tcp_state s : states) {
+      flow_table t(64);
+      const flow_key k = make_key(static_cast<uint32_t>(s), v6, rng);
+      flow_entry* e = put(t, k, 100, s);
+      ASSERT_NE(e, nullptr);
+      e->flow_colour = colour::green;
+      e->backend_id = 0xffff;
+      e->service_id = 0x7fff;
+      e->generation = 0xffffffffu;
+      e->client_seq = 0xffffffffu;
+      e->client_ack = 0xffffffffu;
+      EXPECT_EQ(t.lookup(k, 101), e) << v6 << " state " << static_cast<int>(s);
+      EXPECT_EQ(t.key_of(*e), k);
+      EXPECT_EQ(flow_table::hash_of(*e), hash_of(k));
+      EXPECT_EQ(e->ipv6, v6 ? 1 : 0);
+      e->service_id = 0;
+      EXPECT_EQ(t.lookup(k, 101), e);
     }
   }
-  EXPECT_GT(found, 0u);
+}
+
+TEST_F(FlowTable, KeyOfReturnsTheInsertedKey) {
+  flow_table t(1024);
+  std::mt19937 rng(9);
+  std::vector<flow_key> keys;
+  for (uint32_t i = 0; i < 100; ++i) keys.push_back(make_key(i, i % 2 == 1, rng));
+  const uint16_t ports[2] = {htons(40000), htons(443)};
+  // IPv4-mapped clients with IPv6 VIP ids: stored inline (the table knows the client only).
+  keys.push_back(flow_key{addr("::ffff:192.0.2.1"), ports[0], ports[1], 2, 0});
+  keys.push_back(flow_key{addr("::ffff:192.0.2.1"), ports[0], ports[1], 3, 0});
+  keys.push_back(flow_key{addr("::ffff:0.0.0.0"), 0, 0, 0, 0});  // an all-zero compared key
+  // Near misses of the mapped prefix, and the all-zero address: IPv6 clients, distinct flows.
+  keys.push_back(flow_key{addr("::192.0.2.1"), ports[0], ports[1], 2, 0});
+  keys.push_back(flow_key{addr("::ffff:0:192.0.2.1"), ports[0], ports[1], 2, 0});
+  keys.push_back(flow_key{addr("1::ffff:192.0.2.1"), ports[0], ports[1], 2, 0});
+  keys.push_back(flow_key{addr("::"), 0, 0, 0, 0});
+  keys.push_back(flow_key{addr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 0xffff, 0xffff, 0xffff, 0});
+
+  std::vector<const flow_entry*> entries;
+  for (const flow_key& k : keys) {
+    flow_table::insert_result r = t.insert(k, 7);
+    ASSERT_NE(r.entry, nullptr) << ::testing::PrintToString(k);
+    EXPECT_FALSE(r.evicted);
+    r.entry->state = tcp_state::udp;
+    EXPECT_EQ(t.key_of(*r.entry), k);
+  }
+  EXPECT_EQ(t.size(), keys.size());
+  std::set<std::string> seen;
+  for (const flow_key& k : keys) {
+    SCOPED_TRACE(::testing::PrintToString(k));
+    const flow_entry* e = t.lookup(k, 8);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(t.key_of(*e), k);
+    EXPECT_EQ(flow_table::hash_of(*e), flow_table::hash(flow_table::key_for(k)));
+    EXPECT_TRUE(same_key(flow_table::key_of_entry(*e), flow_table::key_for(k)));
+    EXPECT_EQ(e->ipv6, k.client.is_v4() ? 0 : 1);
+    if (!k.client.is_v4()) EXPECT_EQ(access::v6_client_of(t, e), k.client);
+    EXPECT_TRUE(seen.insert(key_bytes(t.key_of(*e))).second);
+  }
+  // for_each sees exactly these keys.
+  std::set<std::string> walked;
+  t.for_each([&](const flow_entry& e) { walked.insert(key_bytes(t.key_of(e))); });
+  EXPECT_EQ(walked, seen);
+}
+
+TEST_F(FlowTable, IPv6ClientsWithTheSameDigestAreDistinctFlows) {
+  const auto [c1, c2] = colliding_v6_clients(2024);
+  ASSERT_FALSE(c1 == c2);
+  ASSERT_EQ(access::digest(c1), access::digest(c2));
+  const flow_key k1{c1, htons(5000), htons(443), 2, 0};
+  const flow_key k2{c2, htons(5000), htons(443), 2, 0};
+  // Same compared key, same hash, same buckets: only the side array tells them apart.
+  ASSERT_TRUE(same_key(flow_table::key_for(k1), flow_table::key_for(k2)));
+  ASSERT_EQ(hash_of(k1), hash_of(k2));
+
+  for (size_t cap : {size_t{4}, size_t{1024}}) {
+    SCOPED_TRACE("capacity " + std::to_string(cap));
+    flow_table t(cap);
+    flow_table::insert_result r1 = t.insert(k1, 10);
+    ASSERT_NE(r1.entry, nullptr);
+    EXPECT_FALSE(r1.evicted);
+    r1.entry->state = tcp_state::established;
+    r1.entry->backend_id = 1;
+    EXPECT_EQ(t.lookup(k2, 10), nullptr) << "k2 is not in the table yet";
+    flow_table::insert_result r2 = t.insert(k2, 11);
+    ASSERT_NE(r2.entry, nullptr);
+    EXPECT_FALSE(r2.evicted) << "inserting k2 must not take k1's entry";
+    EXPECT_NE(r2.entry, r1.entry);
+    r2.entry->state = tcp_state::established;
+    r2.entry->backend_id = 2;
+    EXPECT_EQ(t.size(), 2u);
+    EXPECT_EQ(t.stats().evictions, 0u);
+
+    const flow_table_key fk = flow_table::key_for(k1);
+    const flow_table::probe p = t.probe_for(flow_table::hash(fk));
+    t.prefetch_clients(p, fk);
+    flow_entry* e1 = t.lookup(k1, fk, p, 12);
+    flow_entry* e2 = t.lookup(k2, fk, p, 12);
+    ASSERT_NE(e1, nullptr);
+    ASSERT_NE(e2, nullptr);
+    EXPECT_NE(e1, e2);
+    EXPECT_EQ(e1->backend_id, 1u);
+    EXPECT_EQ(e2->backend_id, 2u);
+    EXPECT_EQ(t.key_of(*e1), k1);
+    EXPECT_EQ(t.key_of(*e2), k2);
+
+    // Removing one leaves the other, whichever is found first.
+    t.remove(e1);
+    EXPECT_EQ(t.lookup(k1, 12), nullptr);
+    EXPECT_EQ(t.lookup(k2, 12), e2);
+    r1 = t.insert(k1, 13);
+    ASSERT_NE(r1.entry, nullptr);
+    EXPECT_FALSE(r1.evicted);
+    r1.entry->state = tcp_state::udp;
+    r1.entry->backend_id = 3;
+    e2 = t.lookup(k2, 13);
+    ASSERT_NE(e2, nullptr);
+    t.remove(e2);
+    EXPECT_EQ(t.lookup(k2, 13), nullptr);
+    ASSERT_NE(t.lookup(k1, 13), nullptr);
+    EXPECT_EQ(t.lookup(k1, 13)->backend_id, 3u);
+    EXPECT_EQ(t.size(), 1u);
+  }
+}
+
+TEST_F(FlowTable, IPv6ClientWhoseDigestIsAnIPv4AddressIsADistinctFlow) {
+  std::mt19937 rng(10);
+  // A random IPv6 client, and the IPv4 client whose address equals its digest; also :: and
+  // 0.0.0.0 (the digest of :: is 0).
+  const flow_key v6 = make_key(12345, true, rng);
+  const flow_key v4{ip_address::from_v4_be(static_cast<uint32_t>(access::digest(v6.client))),
+                    v6.client_port, v6.vip_port, v6.vip_id, 0};
+  const flow_key zero6{addr("::"), htons(1), htons(2), 3, 0};
+  const flow_key zero4{addr("0.0.0.0"), htons(1), htons(2), 3, 0};
+  ASSERT_EQ(access::digest(zero6.client), 0u);
+  for (const auto& [a, b] : {std::pair{v6, v4}, std::pair{zero6, zero4}}) {
+    SCOPED_TRACE(::testing::PrintToString(a));
+    const flow_table_key ka = flow_table::key_for(a), kb = flow_table::key_for(b);
+    ASSERT_EQ(ka.k0, kb.k0) << "same client word and ports";
+    ASSERT_EQ(ka.k1 ^ kb.k1, 1ull << 63) << "only the ipv6 bit differs";
+    for (bool v6_first : {true, false}) {
+      flow_table t(4);  // both have the same four candidates
+      const flow_key& first = v6_first ? a : b;
+      const flow_key& second = v6_first ? b : a;
+      flow_entry* e1 = put(t, first, 1, tcp_state::established);
+      ASSERT_NE(e1, nullptr);
+      e1->backend_id = 1;
+      EXPECT_EQ(t.lookup(second, 1), nullptr);
+      flow_table::insert_result r = t.insert(second, 2);
+      ASSERT_NE(r.entry, nullptr);
+      EXPECT_FALSE(r.evicted);
+      r.entry->state = tcp_state::established;
+      r.entry->backend_id = 2;
+      flow_entry* f1 = t.lookup(first, 3);
+      flow_entry* f2 = t.lookup(second, 3);
+      ASSERT_NE(f1, nullptr);
+      ASSERT_NE(f2, nullptr);
+      EXPECT_NE(f1, f2);
+      EXPECT_EQ(f1->backend_id, 1u);
+      EXPECT_EQ(f2->backend_id, 2u);
+      EXPECT_EQ(t.key_of(*f1), first);
+      EXPECT_EQ(t.key_of(*f2), second);
+      t.remove(f1);
+      EXPECT_EQ(t.lookup(first, 3), nullptr);
+      EXPECT_EQ(t.lookup(second, 3), f2);
+    }
+  }
 }
 
 struct timeout_case {
@@ -411,34 +778,54 @@ TEST_F(FlowTable, EachStateExpiresExactlyAfterItsTimeout) {
                                 {tcp_state::closed, 5},
                                 {tcp_state::udp, 7}};
   std::mt19937 rng(31);
-  for (const auto& c : cases) {
-    flow_table t(64, to);
-    const flow_key k = make_key(3, false, rng);
-    const uint32_t t0 = 1'000;
-    flow_entry* e = put(t, k, t0, c.state);
-    ASSERT_NE(e, nullptr);
-    EXPECT_EQ(t.lookup(k, hash_of(k), t0), e);
-    EXPECT_EQ(t.lookup(k, hash_of(k), t0 + c.timeout), e) << static_cast<int>(c.state);
-    EXPECT_EQ(t.lookup(k, hash_of(k), t0 + c.timeout + 1), nullptr) << static_cast<int>(c.state);
-    // Absent for lookups, but left in place for the scanner to report.
-    EXPECT_EQ(t.size(), 1u);
-    EXPECT_EQ(count_live(t), 1u);
-    EXPECT_EQ(e->state, c.state);
-    EXPECT_EQ(t.lookup(k, hash_of(k), t0 + c.timeout), e);
+  for (bool v6 : {false, true}) {
+    for (const auto& c : cases) {
+      SCOPED_TRACE(std::string(v6 ? "IPv6" : "IPv4") + " state " +
+                   std::to_string(static_cast<int>(c.state)));
+      flow_table t(64, to);
+      const flow_key k = make_key(3, v6, rng);
+      const uint32_t t0 = 1'000;
+      flow_entry* e = put(t, k, t0, c.state);
+      ASSERT_NE(e, nullptr);
+      EXPECT_EQ(t.lookup(k, t0), e);
+      EXPECT_EQ(t.lookup(k, t0 + c.timeout), e);
+      EXPECT_FALSE(t.expired(*e, t0 + c.timeout));
+      EXPECT_EQ(t.lookup(k, t0 + c.timeout + 1), nullptr);
+      EXPECT_TRUE(t.expired(*e, t0 + c.timeout + 1));
+      // Absent for lookups, but left in place for the scanner to report.
+      EXPECT_EQ(t.size(), 1u);
+      EXPECT_EQ(count_live(t), 1u);
+      EXPECT_EQ(e->state, c.state);
+      EXPECT_EQ(t.lookup(k, t0 + c.timeout), e);
 
-    uint32_t reported = 0;
-    EXPECT_EQ(t.expire_step(t0 + c.timeout, 64, [&](const flow_entry&) { ++reported; }), 0u);
-    EXPECT_EQ(t.expire_step(t0 + c.timeout + 1, 64,
-                            [&](const flow_entry& x) {
-                              ++reported;
-                              EXPECT_EQ(x.key, k);
-                              EXPECT_EQ(x.state, c.state);
-                            }),
-              1u);
-    EXPECT_EQ(reported, 1u);
-    EXPECT_EQ(t.size(), 0u);
-    EXPECT_EQ(t.stats().expired, 1u);
+      uint32_t reported = 0;
+      EXPECT_EQ(t.expire_step(t0 + c.timeout, 64, [&](const flow_entry&) { ++reported; }), 0u);
+      EXPECT_EQ(t.expire_step(t0 + c.timeout + 1, 64,
+                              [&](const flow_entry& x) {
+                                ++reported;
+                                EXPECT_EQ(t.key_of(x), k);  // still in place when reported
+                                EXPECT_EQ(x.state, c.state);
+                              }),
+                1u);
+      EXPECT_EQ(reported, 1u);
+      EXPECT_EQ(t.size(), 0u);
+      EXPECT_EQ(t.lookup(k, t0), nullptr);
+      EXPECT_EQ(t.stats().expired, 1u);
+    }
   }
+  // New timeouts apply to entries already in the table.
+  flow_table t(64, to);
+  const flow_key k = make_key(4, true, rng);
+  flow_entry* e = put(t, k, 0, tcp_state::udp);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(t.lookup(k, 8), nullptr);
+  flow_timeouts longer = to;
+  longer.udp_ms = 1'000;
+  t.set_timeouts(longer);
+  EXPECT_EQ(t.timeouts(), longer);
+  EXPECT_EQ(t.lookup(k, 8), e);
+  EXPECT_EQ(t.lookup(k, 1'000), e);
+  EXPECT_EQ(t.lookup(k, 1'001), nullptr);
 }
 
 TEST_F(FlowTable, TimeWrapIsHandled) {
@@ -449,26 +836,28 @@ TEST_F(FlowTable, TimeWrapIsHandled) {
   const flow_key k = make_key(9, true, rng);
   const uint32_t t0 = 0xffffff00u;
   ASSERT_NE(put(t, k, t0, tcp_state::udp), nullptr);
-  EXPECT_NE(t.lookup(k, hash_of(k), 0x10), nullptr);  // 272 ms later, across the wrap
-  EXPECT_NE(t.lookup(k, hash_of(k), 0x2c), nullptr);  // exactly 300 ms
-  EXPECT_EQ(t.lookup(k, hash_of(k), 0x2d), nullptr);  // 301 ms
+  EXPECT_NE(t.lookup(k, 0x10), nullptr);  // 272 ms later, across the wrap
+  EXPECT_NE(t.lookup(k, 0x2c), nullptr);  // exactly 300 ms
+  EXPECT_EQ(t.lookup(k, 0x2d), nullptr);  // 301 ms
   EXPECT_EQ(t.expire_step(0x2c, 64, [](const flow_entry&) {}), 0u);
   EXPECT_EQ(t.expire_step(0x2d, 64, [](const flow_entry&) {}), 1u);
 
   // Eviction order across the wrap: entries from before the wrap are the oldest.
-  flow_table small(16);
+  flow_table small(4);  // 2 buckets, all four slots are every key's candidates
   std::vector<flow_key> keys;
-  for (uint32_t i = 0; i < 16; ++i) {
-    keys.push_back(make_key(100 + i, false, rng));
-    const uint32_t when = i < 8 ? 0xfffffff0u + i : i - 8;  // ..., 0xfffffff7, 0, 1, ..., 7
-    ASSERT_NE(put(small, keys.back(), when, tcp_state::udp), nullptr);
+  const uint32_t when[4] = {0, 0xfffffff1u, 1, 0xfffffff0u};
+  for (uint32_t i = 0; i < 4; ++i) {
+    keys.push_back(make_key(100 + i, i % 2 == 0, rng));
+    ASSERT_NE(put(small, keys.back(), when[i], tcp_state::udp), nullptr);
   }
   const flow_key extra = make_key(200, false, rng);
-  flow_table::insert_result r = small.insert(extra, hash_of(extra), 20);
+  flow_table::insert_result r = small.insert(extra, 20);
   ASSERT_NE(r.entry, nullptr);
   ASSERT_TRUE(r.evicted);
-  EXPECT_EQ(r.displaced.key, keys[0]);
+  EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced), flow_table::key_for(keys[3])));
   EXPECT_EQ(r.displaced.last_seen_ms, 0xfffffff0u);
+  EXPECT_EQ(small.lookup(keys[3], 20), nullptr);
+  for (uint32_t i = 0; i < 3; ++i) EXPECT_NE(small.lookup(keys[i], 20), nullptr) << i;
 }
 
 TEST_F(FlowTable, ExpireStepIsIncremental) {
@@ -480,19 +869,19 @@ TEST_F(FlowTable, ExpireStepIsIncremental) {
   for (uint32_t i = 0; i < keys.size(); ++i) {
     const bool old = i % 2 == 0;
     ASSERT_NE(put(t, keys[i], old ? 0 : 150, tcp_state::udp), nullptr);
-    if (old) expect_expired.insert(std::string(reinterpret_cast<const char*>(&keys[i]), sizeof(flow_key)));
+    if (old) expect_expired.insert(key_bytes(keys[i]));
   }
   const uint32_t now = 200;
   const uint32_t budget = 100;
   std::multiset<std::string> reported;
   uint32_t total = 0;
-  const uint32_t calls = (t.capacity() + budget - 1) / budget;
+  const uint32_t calls = static_cast<uint32_t>((t.capacity() + budget - 1) / budget);
   for (uint32_t c = 0; c < calls; ++c) {
     uint32_t this_call = 0;
     const uint32_t removed = t.expire_step(now, budget, [&](const flow_entry& e) {
       ++this_call;
       EXPECT_EQ(e.last_seen_ms, 0u);
-      reported.insert(std::string(reinterpret_cast<const char*>(&e.key), sizeof(flow_key)));
+      reported.insert(key_bytes(t.key_of(e)));
     });
     EXPECT_LE(removed, budget);
     EXPECT_EQ(removed, this_call);
@@ -506,7 +895,7 @@ TEST_F(FlowTable, ExpireStepIsIncremental) {
   EXPECT_EQ(reported.size(), expect_expired.size());  // once per entry
   EXPECT_EQ(t.stats().expired, expect_expired.size());
   EXPECT_EQ(t.size(), keys.size() - expect_expired.size());
-  for (uint32_t i = 1; i < keys.size(); i += 2) EXPECT_NE(t.lookup(keys[i], hash_of(keys[i]), now), nullptr);
+  for (uint32_t i = 1; i < keys.size(); i += 2) EXPECT_NE(t.lookup(keys[i], now), nullptr);
   EXPECT_EQ(t.expire_step(now, 2048, [](const flow_entry&) {}), 0u);
 }
 
@@ -525,6 +914,7 @@ TEST_F(FlowTable, ExpireStepRespectsBudgetExactly) {
   }
   EXPECT_EQ(t.expire_step(1'000, 5, [](const flow_entry&) {}), 4u);
   EXPECT_EQ(t.size(), 0u);
+  EXPECT_EQ(count_live(t), 0u);
   EXPECT_EQ(t.stats().expired, 64u);
 }
 
@@ -534,13 +924,14 @@ TEST_F(FlowTable, ScanStepRemovesWhatTheVisitorChooses) {
   for (uint32_t i = 0; i < keys.size(); ++i) {
     flow_entry* e = put(t, keys[i], 10, tcp_state::established);
     ASSERT_NE(e, nullptr);
-    e->backend_id = i;
+    e->backend_id = static_cast<uint16_t>(i);
   }
   std::map<uint32_t, int> visits;
   uint32_t removed = 0;
   for (uint32_t c = 0; c < t.capacity() / 64; ++c) {
     removed += t.scan_step(64, [&](flow_entry& e) {
       ++visits[e.backend_id];
+      EXPECT_EQ(t.key_of(e), keys[e.backend_id]);
       return e.backend_id % 3 == 0;
     });
   }
@@ -550,188 +941,243 @@ TEST_F(FlowTable, ScanStepRemovesWhatTheVisitorChooses) {
   EXPECT_EQ(t.size(), 200u);
   EXPECT_EQ(t.stats().expired, 0u);
   for (uint32_t i = 0; i < keys.size(); ++i) {
-    flow_entry* e = t.lookup(keys[i], hash_of(keys[i]), 10);
+    flow_entry* e = t.lookup(keys[i], 10);
     EXPECT_EQ(e == nullptr, i % 3 == 0) << i;
   }
 }
 
-// An insert into two full buckets evicts the oldest entry of the key's first bucket (the second
-// is not searched: see flow_table.h), and moving residents away comes first.
-TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFirstBucket) {
+TEST_F(FlowTable, ForEachInCoversSlotRanges) {
+  flow_table t(256);
+  const std::vector<flow_key> keys = make_keys(150, 0, 62);
+  for (const flow_key& k : keys) ASSERT_NE(put(t, k, 1, tcp_state::udp), nullptr);
+  std::multiset<std::string> walked;
+  for (size_t begin = 0; begin < t.capacity(); begin += 37)
+    t.for_each_in(begin, begin + 37, [&](const flow_entry& e) { walked.insert(key_bytes(t.key_of(e))); });
+  std::multiset<std::string> want;
+  for (const flow_key& k : keys) want.insert(key_bytes(k));
+  EXPECT_EQ(walked, want);
+  size_t n = 0;
+  t.for_each_in(t.capacity() - 10, t.capacity() + 1000, [&](const flow_entry&) { ++n; });
+  size_t m = 0;
+  for (size_t i = t.capacity() - 10; i < t.capacity(); ++i)
+    m += access::entries(t)[i].state != tcp_state::empty;
+  EXPECT_EQ(n, m) << "an end past the capacity stops at the last slot";
+}
+
+TEST_F(FlowTable, NearlyFullAtSevenEighths) {
+  flow_table t(64);
+  std::mt19937 rng(63);
+  for (uint32_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(t.nearly_full(), t.size() >= 56u) << t.size();
+    if (t.size() >= 60) break;
+    ASSERT_NE(put(t, make_key(i, i % 2 == 0, rng), 1, tcp_state::udp), nullptr);
+  }
+  EXPECT_TRUE(t.nearly_full());
+}
+
+// The caller must not insert a key that is present and live; if it does, the key keeps one
+// slot (its own, reported as displaced) rather than occupying two.
+TEST_F(FlowTable, InsertingAPresentKeyReusesItsSlot) {
+  flow_table t(64);
+  std::mt19937 rng(64);
+  for (bool v6 : {false, true}) {
+    const flow_key k = make_key(v6 ? 1 : 2, v6, rng);
+    flow_entry* e = put(t, k, 10, tcp_state::established);
+    ASSERT_NE(e, nullptr);
+    e->backend_id = 9;
+    const size_t size = t.size();
+    const uint64_t evictions = t.stats().evictions;
+    flow_table::insert_result r = t.insert(k, 20);
+    EXPECT_EQ(r.entry, e);
+    EXPECT_TRUE(r.evicted);
+    EXPECT_EQ(r.displaced.backend_id, 9u);
+    EXPECT_EQ(t.size(), size);
+    EXPECT_EQ(t.stats().evictions, evictions + 1);
+    EXPECT_EQ(count_live(t), size);
+    EXPECT_EQ(t.key_of(*e), k);
+  }
+}
+
+// An insert into two full buckets moves a resident when some path to a free slot exists, and
+// otherwise evicts the oldest of the four candidates, whichever bucket it is in.
+TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
   flow_timeouts to;
   to.udp_ms = 1'000'000'000;
-  flow_table t(128, to);  // 16 buckets
+  flow_table t(128, to);  // 64 buckets
   const std::vector<flow_key> keys = make_keys(800, 0, 71);
   std::map<std::string, uint32_t> present;  // key bytes -> insert time
-  auto kb = [](const flow_key& k) { return std::string(reinterpret_cast<const char*>(&k), sizeof(flow_key)); };
-  uint64_t evictions = 0;
-  uint64_t moves = 0;  // full candidate buckets, yet no eviction: a resident was moved away
+  uint64_t evictions = 0, evicted_from_b = 0, moving_inserts = 0, multi_hop = 0;
   for (uint32_t i = 0; i < keys.size(); ++i) {
+    SCOPED_TRACE("insert " + std::to_string(i));
     const uint32_t now = 1'000 + i;
     const uint32_t h = hash_of(keys[i]);
-    // What the two candidate buckets hold before the insert.
-    const flow_entry* cand[2] = {access::bucket(t, access::bucket_a(t, h)),
-                                 access::bucket(t, access::bucket_b(t, h))};
-    bool full = true;
-    uint32_t oldest_time = UINT32_MAX;  // in the first bucket
-    flow_key oldest_key;
-    for (const flow_entry* b : cand) {
-      for (uint32_t s = 0; s < flow_table::bucket_entries; ++s) {
-        if (b[s].state == tcp_state::empty) {
-          full = false;
-        } else if (b == cand[0] && b[s].last_seen_ms < oldest_time) {
-          oldest_time = b[s].last_seen_ms;
-          oldest_key = b[s].key;
-        }
+    const uint32_t ba = access::bucket_a(t, h), bb = access::bucket_b(t, h);
+    // What the four candidates hold before the insert.
+    const flow_entry* cand[4] = {access::bucket(t, ba), access::bucket(t, ba) + 1,
+                                 access::bucket(t, bb), access::bucket(t, bb) + 1};
+    bool full = true, one_hop_room = false;
+    uint32_t free_a = 0, free_b = 0;
+    const flow_entry* oldest = nullptr;
+    for (uint32_t c = 0; c < 4; ++c) {
+      if (cand[c]->state == tcp_state::empty) {
+        full = false;
+        (c < 2 ? free_a : free_b) += 1;
+        continue;
       }
+      if (oldest == nullptr || cand[c]->last_seen_ms < oldest->last_seen_ms) oldest = cand[c];
+      const uint32_t rh = flow_table::hash_of(*cand[c]);
+      const uint32_t ra = access::bucket_a(t, rh), rb = access::bucket_b(t, rh);
+      const uint32_t here = c < 2 ? ba : bb;
+      const uint32_t other = here == ra ? rb : ra;
+      one_hop_room |= used_slots(t, other) < flow_table::bucket_entries;
     }
-    flow_table::insert_result r = t.insert(keys[i], h, now);
+    flow_entry oldest_copy = oldest != nullptr ? *oldest : flow_entry{};
+    // Where a free candidate is taken: the emptier bucket (ties to a), its first free slot.
+    const flow_entry* free_line = access::bucket(t, free_a >= free_b ? ba : bb);
+    const flow_entry* want_slot =
+        free_line[0].state == tcp_state::empty ? &free_line[0] : &free_line[1];
+    const bool oldest_in_b = oldest == cand[2] || oldest == cand[3];
+    const size_t size_before = t.size();
+    const uint64_t moves_before = t.stats().moves;
+
+    flow_table::insert_result r = t.insert(keys[i], now);
     ASSERT_NE(r.entry, nullptr);
     r.entry->state = tcp_state::udp;
-    if (full && !r.evicted) ++moves;
-    if (r.evicted) {
-      EXPECT_TRUE(full) << i;
+    const uint64_t moved = t.stats().moves - moves_before;
+    if (!full) {
+      EXPECT_FALSE(r.evicted);
+      EXPECT_EQ(moved, 0u);
+      EXPECT_EQ(r.entry, want_slot);
+    } else if (r.evicted) {
       ++evictions;
-      EXPECT_EQ(r.displaced.key, oldest_key) << i;
-      EXPECT_EQ(r.displaced.last_seen_ms, oldest_time) << i;
+      evicted_from_b += oldest_in_b;
+      EXPECT_EQ(moved, 0u);
+      EXPECT_FALSE(one_hop_room) << "a resident could have moved one hop instead";
+      EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced),
+                           flow_table::key_of_entry(oldest_copy)));
+      EXPECT_EQ(r.displaced.last_seen_ms, oldest_copy.last_seen_ms);
       EXPECT_EQ(r.displaced.state, tcp_state::udp);
-      ASSERT_EQ(present.erase(kb(r.displaced.key)), 1u);
+      // The displaced key: the one in `present` inserted at that time.
+      bool erased = false;
+      for (auto it = present.begin(); it != present.end(); ++it) {
+        if (it->second == oldest_copy.last_seen_ms) {
+          present.erase(it);
+          erased = true;
+          break;
+        }
+      }
+      ASSERT_TRUE(erased);
+    } else {
+      ++moving_inserts;
+      EXPECT_LT(size_before, t.capacity()) << "no moves in a full table";
+      EXPECT_GE(moved, 1u);
+      if (one_hop_room) EXPECT_EQ(moved, 1u) << "breadth first: the one-hop move comes first";
+      multi_hop += moved > 1;
+      const uint32_t b = access::bucket_of(t, r.entry);
+      EXPECT_TRUE(b == ba || b == bb);
     }
-    present[kb(keys[i])] = now;
+    present[key_bytes(keys[i])] = now;
     ASSERT_EQ(t.size(), present.size());
     for (uint32_t j = 0; j <= i; ++j) {  // moves must not lose anything
-      ASSERT_EQ(t.lookup(keys[j], hash_of(keys[j]), now) != nullptr,
-                present.count(kb(keys[j])) != 0)
-          << "after insert " << i << ", key " << j;
+      const flow_entry* e = t.lookup(keys[j], now);
+      const bool expect = present.count(key_bytes(keys[j])) != 0;
+      ASSERT_EQ(e != nullptr, expect) << "key " << j;
+      if (e != nullptr) {
+        ASSERT_EQ(t.key_of(*e), keys[j]) << "key " << j;
+        ASSERT_EQ(e->last_seen_ms, 1'000 + j) << "key " << j;
+      }
     }
   }
-  EXPECT_GT(moves, 0u);
-  EXPECT_GT(evictions, 600u);
+  expect_every_entry_in_its_buckets(t);
+  std::printf("[ flow_table ] 800 inserts into 128 slots: %llu with moves (%llu of several hops), "
+              "%llu evictions (%llu from bucket b)\n",
+              static_cast<unsigned long long>(moving_inserts),
+              static_cast<unsigned long long>(multi_hop),
+              static_cast<unsigned long long>(evictions),
+              static_cast<unsigned long long>(evicted_from_b));
+  EXPECT_GT(moving_inserts, 0u);
+  EXPECT_GT(multi_hop, 0u);
+  EXPECT_GT(evicted_from_b, 0u) << "the oldest of the four is sometimes in the second bucket";
+  EXPECT_EQ(t.size(), t.capacity());
+  EXPECT_EQ(evictions, keys.size() - t.capacity());
   EXPECT_EQ(t.stats().evictions, evictions);
   EXPECT_EQ(t.stats().failed_inserts, 0u);
+  EXPECT_EQ(t.stats().inserts, keys.size());
   // Everything not displaced survived; displaced keys are gone.
-  for (const flow_key& k : keys) {
-    const bool expect = present.count(kb(k)) != 0;
-    EXPECT_EQ(t.lookup(k, hash_of(k), 2'000) != nullptr, expect);
-  }
-  // The newest entries survive: the last 8 inserted can only have lost to even newer ones,
-  // which do not exist yet when each was the newest, and no bucket pair lacks an older entry.
-  for (size_t i = keys.size() - 8; i < keys.size(); ++i)
-    EXPECT_NE(t.lookup(keys[i], hash_of(keys[i]), 2'000), nullptr) << i;
+  for (const flow_key& k : keys) EXPECT_EQ(t.lookup(k, 2'000) != nullptr, present.count(key_bytes(k)) != 0);
+  // A key is displaced only as the oldest of four, so by then three newer keys were inserted:
+  // the last four inserted are all present.
+  for (size_t i = keys.size() - 4; i < keys.size(); ++i) EXPECT_NE(t.lookup(keys[i], 2'000), nullptr) << i;
 }
-
-// A hash whose two buckets are exactly (a, b).
-uint32_t hash_for(const flow_table& t, uint32_t a, uint32_t b, std::mt19937& rng) {
-  for (int i = 0; i < 10'000'000; ++i) {
-    const uint32_t h = rng();
-    if (access::bucket_a(t, h) == a && access::bucket_b(t, h) == b) return h;
-  }
-  ADD_FAILURE() << "no hash has buckets (" << a << ", " << b << ")";
-  return 0;
-}
-
-uint32_t used_slots(const flow_table& t, uint32_t bucket) {
-  uint32_t n = 0;
-  for (uint32_t i = 0; i < flow_table::bucket_entries; ++i) n += access::sig(t, bucket, i) != 0;
-  return n;
-}
-
-bool in_bucket(const flow_table& t, uint32_t bucket, const flow_key& k) {
-  const flow_entry* e = access::bucket(t, bucket);
-  for (uint32_t i = 0; i < flow_table::bucket_entries; ++i)
-    if (access::sig(t, bucket, i) != 0 && e[i].key == k) return true;
-  return false;
-}
-
-struct keyed {
-  flow_key key;
-  uint32_t hash;
-};
 
 TEST_F(FlowTable, FullBucketsMoveAResidentOneHop) {
-  flow_table t(32);  // 4 buckets
+  flow_table t(8);  // 4 buckets
   ASSERT_EQ(access::bucket_count(t), 4u);
   std::mt19937 rng(111);
-  std::vector<keyed> all;
-  auto add = [&](uint32_t a, uint32_t b, uint32_t when) {
-    keyed k{make_key(static_cast<uint32_t>(all.size()), false, rng), hash_for(t, a, b, rng)};
-    flow_table::insert_result r = t.insert(k.key, k.hash, when);
+  uint32_t next_id = 0;
+  std::vector<flow_key> all;
+  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) {
+    const flow_key k = key_with_buckets(t, a, b, v6, next_id, rng);
+    flow_table::insert_result r = t.insert(k, when);
     EXPECT_NE(r.entry, nullptr);
     EXPECT_FALSE(r.evicted);
     if (r.entry != nullptr) r.entry->state = tcp_state::udp;
     all.push_back(k);
     return k;
   };
-  // Buckets pair even with odd, so x's alternatives are 0 and 3.
-  const keyed x = add(0, 3, 1);  // lands in bucket 0, could live in bucket 3
-  ASSERT_TRUE(in_bucket(t, 0, x.key));
-  for (uint32_t i = 0; i < 15; ++i) add(i % 2, 1 - i % 2, 2 + i);  // buckets 0 and 1 only
-  ASSERT_EQ(used_slots(t, 0), 8u);
-  ASSERT_EQ(used_slots(t, 1), 8u);
-  ASSERT_EQ(used_slots(t, 3), 0u);
+  const flow_key x = add(0, 3, true, 1);  // lands in bucket 0 (a tie goes to a), could live in 3
+  ASSERT_TRUE(in_bucket(t, 0, x));
+  const flow_key k1 = add(0, 1, false, 2);  // to 1, the emptier
+  const flow_key k2 = add(1, 0, true, 3);   // a tie: to 1
+  const flow_key k3 = add(0, 1, false, 4);  // to 0, the only free slot
+  ASSERT_TRUE(in_bucket(t, 1, k1));
+  ASSERT_TRUE(in_bucket(t, 1, k2));
+  ASSERT_TRUE(in_bucket(t, 0, k3));
+  ASSERT_EQ(used_slots(t, 2) + used_slots(t, 3), 0u);
+  ASSERT_EQ(t.stats().moves, 0u);
 
-  const keyed y = add(0, 1, 100);
+  // Buckets 0 and 1 are full; x can move to 3.
+  const flow_key y = add(0, 1, true, 100);
   EXPECT_EQ(t.stats().evictions, 0u);
-  EXPECT_EQ(t.size(), 17u);
-  EXPECT_TRUE(in_bucket(t, 3, x.key)) << "x should have moved to its other bucket";
-  EXPECT_TRUE(in_bucket(t, 0, y.key));
-  for (const keyed& k : all) EXPECT_NE(t.lookup(k.key, k.hash, 100), nullptr);
-  EXPECT_EQ(count_live(t), 17u);
+  EXPECT_EQ(t.stats().moves, 1u);
+  EXPECT_EQ(t.size(), 5u);
+  EXPECT_TRUE(in_bucket(t, 3, x)) << "x should have moved to its other bucket";
+  EXPECT_TRUE(in_bucket(t, 0, y));
+  const flow_entry* ex = t.lookup(x, 100);
+  ASSERT_NE(ex, nullptr);
+  EXPECT_EQ(access::bucket_of(t, ex), 3u);
+  EXPECT_EQ(ex->last_seen_ms, 1u) << "a move keeps the entry as it was";
+  EXPECT_EQ(access::v6_client_of(t, ex), x.client) << "the IPv6 address moved with it";
+  for (const flow_key& k : all) {
+    const flow_entry* e = t.lookup(k, 100);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(t.key_of(*e), k);
+  }
+  EXPECT_EQ(count_live(t), 5u);
 
-  // Nobody in buckets 0/1 can move now (x is gone): the next one evicts the oldest there.
-  const keyed z{make_key(999, true, rng), hash_for(t, 1, 0, rng)};
-  flow_table::insert_result r = t.insert(z.key, z.hash, 200);
+  // Nobody in buckets 0/1 can move now (x is gone): the next one evicts the oldest of the four.
+  const flow_key z = key_with_buckets(t, 1, 0, true, next_id, rng);
+  flow_table::insert_result r = t.insert(z, 200);
   ASSERT_NE(r.entry, nullptr);
   EXPECT_TRUE(r.evicted);
-  EXPECT_EQ(r.displaced.key, all[1].key);  // inserted at time 2, the oldest left in 0/1
+  EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced), flow_table::key_for(k1)))
+      << "k1, inserted at time 2, is the oldest left in 0/1";
   EXPECT_EQ(t.stats().evictions, 1u);
+  EXPECT_EQ(t.stats().moves, 1u);
   EXPECT_EQ(used_slots(t, 2), 0u);
   EXPECT_EQ(used_slots(t, 3), 1u);  // x only
-}
-
-// The worker looks a key up with the entry its signature matched a few packets earlier; inserts
-// and removals in between may have moved the key, freed that slot or given it to another key.
-TEST_F(FlowTable, StaleHintsStillFindTheKey) {
-  flow_timeouts to;
-  to.udp_ms = 50;
-  flow_table t(32, to);  // 4 buckets
-  std::mt19937 rng(7);
-  const flow_key x = make_key(1, false, rng);
-  const uint32_t hx = hash_for(t, 0, 3, rng);
-  const flow_table::probe px = t.probe_for(hx);
-  flow_entry* e = put(t, x, 10, tcp_state::udp, hx);
-  ASSERT_NE(e, nullptr);
-  ASSERT_TRUE(in_bucket(t, 0, x));
-
-  // The matched entry itself: found, and expired exactly when lookup() says so.
-  EXPECT_EQ(t.prefetch_entries(px), e);
-  EXPECT_EQ(t.lookup(x, px, e, 60), e);
-  EXPECT_EQ(t.lookup(x, px, e, 61), nullptr);
-  EXPECT_EQ(t.lookup(x, px, nullptr, 20), e);
-
-  // A free slot still holding x's bytes (x moved away from it): not taken for x.
-  flow_entry* old = access::slot(t, 3, 5);
-  *old = *e;
-  old->state = tcp_state::empty;
-  EXPECT_EQ(t.lookup(x, px, old, 20), e);
-
-  // A slot now holding another key, and a slot of x's that was freed.
-  const flow_key y = make_key(2, true, rng);
-  flow_entry* ey = put(t, y, 10, tcp_state::udp, hash_for(t, 0, 3, rng));
-  ASSERT_NE(ey, nullptr);
-  EXPECT_EQ(t.lookup(x, px, ey, 20), e);
-  t.remove(e);
-  EXPECT_EQ(t.lookup(x, px, e, 20), nullptr);
+  EXPECT_EQ(t.lookup(k1, 200), nullptr);
+  EXPECT_NE(t.lookup(z, 200), nullptr);
 }
 
 TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
-  flow_table t(32);  // 4 buckets
+  flow_table t(8);  // 4 buckets
   std::mt19937 rng(121);
-  std::vector<keyed> all;
   uint32_t next_id = 0;
-  auto add = [&](uint32_t a, uint32_t b, uint32_t when) {
-    keyed k{make_key(next_id++, false, rng), hash_for(t, a, b, rng)};
-    flow_table::insert_result r = t.insert(k.key, k.hash, when);
+  std::vector<flow_key> all;
+  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) {
+    const flow_key k = key_with_buckets(t, a, b, v6, next_id, rng);
+    flow_table::insert_result r = t.insert(k, when);
     EXPECT_NE(r.entry, nullptr);
     EXPECT_FALSE(r.evicted);
     if (r.entry != nullptr) r.entry->state = tcp_state::udp;
@@ -739,108 +1185,139 @@ TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
     return k;
   };
   // Bucket 2 full of entries whose other bucket is 3; bucket 3 empty.
-  for (uint32_t i = 0; i < 16; ++i) add(2 + i % 2, 3 - i % 2, 1);
-  std::vector<keyed> kept;
-  for (const keyed& k : all) {
-    if (in_bucket(t, 3, k.key)) {
-      t.remove(t.lookup(k.key, k.hash, 1));
-    } else {
-      kept.push_back(k);
-    }
-  }
-  all = kept;
-  ASSERT_EQ(used_slots(t, 2), 8u);
+  const flow_key s1 = add(2, 3, true, 1);   // a tie: 2
+  const flow_key s2 = add(3, 2, false, 1);  // 3, the emptier
+  const flow_key s3 = add(2, 3, false, 1);  // a tie: 2
+  ASSERT_TRUE(in_bucket(t, 2, s1));
+  ASSERT_TRUE(in_bucket(t, 2, s3));
+  ASSERT_TRUE(in_bucket(t, 3, s2));
+  t.remove(t.lookup(s2, 1));
+  all.erase(std::find(all.begin(), all.end(), s2));
   ASSERT_EQ(used_slots(t, 3), 0u);
-  const keyed z = add(1, 2, 2);  // bucket 1 (2 is full); its other bucket is 2
-  ASSERT_TRUE(in_bucket(t, 1, z.key));
-  for (uint32_t i = 0; i < 15; ++i) add(i % 2, 1 - i % 2, 3 + i);
-  ASSERT_EQ(used_slots(t, 0), 8u);
-  ASSERT_EQ(used_slots(t, 1), 8u);
-  ASSERT_EQ(t.size(), 24u);
+  const flow_key z = add(1, 2, true, 2);  // bucket 1 (2 is full); its other bucket is 2
+  ASSERT_TRUE(in_bucket(t, 1, z));
+  const flow_key k1 = add(0, 1, false, 3);  // 0, the emptier
+  const flow_key k2 = add(1, 0, true, 4);   // a tie: 1
+  const flow_key k3 = add(0, 1, false, 5);  // 0
+  ASSERT_TRUE(in_bucket(t, 0, k1));
+  ASSERT_TRUE(in_bucket(t, 1, k2));
+  ASSERT_TRUE(in_bucket(t, 0, k3));
+  ASSERT_EQ(t.size(), 6u);
+  ASSERT_EQ(t.stats().moves, 0u);
 
-  // Only z -> 2 and then some entry of 2 -> 3 frees a slot for a {0, 1} key.
-  const keyed y = add(0, 1, 100);
+  // Only z -> 2 and then an entry of 2 -> 3 frees a slot for a {0, 1} key.
+  const flow_key y = add(0, 1, true, 100);
   EXPECT_EQ(t.stats().evictions, 0u);
-  EXPECT_EQ(t.size(), 25u);
-  EXPECT_TRUE(in_bucket(t, 2, z.key));
-  EXPECT_TRUE(in_bucket(t, 1, y.key));
+  EXPECT_EQ(t.stats().moves, 2u);
+  EXPECT_EQ(t.size(), 7u);
+  EXPECT_TRUE(in_bucket(t, 2, z));
+  EXPECT_TRUE(in_bucket(t, 1, y));
   EXPECT_EQ(used_slots(t, 3), 1u);
-  for (const keyed& k : all) EXPECT_NE(t.lookup(k.key, k.hash, 100), nullptr);
+  EXPECT_TRUE(in_bucket(t, 3, s1) || in_bucket(t, 3, s3));
+  for (const flow_key& k : all) {
+    const flow_entry* e = t.lookup(k, 100);
+    ASSERT_NE(e, nullptr) << ::testing::PrintToString(k);
+    EXPECT_EQ(t.key_of(*e), k);
+    if (!k.client.is_v4()) EXPECT_EQ(access::v6_client_of(t, e), k.client);
+  }
+  expect_every_entry_in_its_buckets(t);
 }
 
-// A key whose first bucket is `bucket`.
-flow_key key_with_first_bucket(const flow_table& t, uint32_t bucket, uint32_t seed, std::mt19937& rng) {
-  for (uint32_t i = 0;; ++i) {
-    const flow_key k = make_key(seed + i, false, rng);
-    if (access::bucket_a(t, hash_of(k)) == bucket) return k;
+// Moves copy the side-array address with the entry: a table of IPv6 flows filled far enough
+// that inserts must move residents still finds every flow, under its own address.
+TEST_F(FlowTable, MovesCarryTheIPv6ClientAddress) {
+  flow_table t(2048);
+  std::mt19937 rng(131);
+  std::vector<flow_key> keys;
+  std::set<std::string> displaced;
+  for (uint32_t i = 0; t.size() < t.capacity() * 9 / 10; ++i) {
+    keys.push_back(make_key(i, true, rng));
+    flow_table::insert_result r = t.insert(keys.back(), 1);
+    ASSERT_NE(r.entry, nullptr) << i;
+    r.entry->state = tcp_state::udp;
+    r.entry->backend_id = static_cast<uint16_t>(i);
+    if (r.evicted) displaced.insert(key_bytes(keys[r.displaced.backend_id]));
   }
+  std::printf("[ flow_table ] IPv6 fill of 2048 slots to 90 %%: %llu moves, %zu evictions\n",
+              static_cast<unsigned long long>(t.stats().moves), displaced.size());
+  EXPECT_GT(t.stats().moves, 100u);
+  EXPECT_EQ(t.stats().evictions, displaced.size());
+  for (uint32_t i = 0; i < keys.size(); ++i) {
+    const flow_entry* e = t.lookup(keys[i], 2);
+    if (displaced.count(key_bytes(keys[i])) != 0) {
+      EXPECT_EQ(e, nullptr) << i;
+      continue;
+    }
+    ASSERT_NE(e, nullptr) << i;
+    EXPECT_EQ(e->backend_id, static_cast<uint16_t>(i));
+    EXPECT_EQ(t.key_of(*e), keys[i]) << i;
+    EXPECT_EQ(access::v6_client_of(t, e), keys[i].client) << i;
+  }
+  expect_every_entry_in_its_buckets(t);
 }
 
 TEST_F(FlowTable, RecentEstablishedFlowsAreProtected) {
-  flow_table t(16);  // 2 buckets: one candidate set of 16 slots
+  flow_table t(4);  // 2 buckets: one candidate set of 4 slots, and no moves
   std::mt19937 rng(81);
   const uint32_t t0 = 10'000;
   std::vector<flow_key> keys;
-  for (uint32_t i = 0; i < 16; ++i) {
+  for (uint32_t i = 0; i < 4; ++i) {
     keys.push_back(make_key(i, i % 2 == 1, rng));
     ASSERT_NE(put(t, keys.back(), t0 + i, tcp_state::established), nullptr);
   }
-  // The victim search looks at n1's first bucket: its residents, oldest first.
   const flow_key n1 = make_key(100, false, rng);
-  const uint32_t first = access::bucket_a(t, hash_of(n1));
-  std::vector<uint32_t> residents;
-  for (uint32_t i = 0; i < 16; ++i)
-    if (in_bucket(t, first, keys[i])) residents.push_back(i);
-  ASSERT_EQ(residents.size(), 8u);
-  const uint32_t oldest = residents[0], next = residents[1];
-  for (uint32_t age : {500u, 999u}) {
-    flow_table::insert_result r = t.insert(n1, hash_of(n1), t0 + oldest + age);
+  for (uint32_t age : {0u, 500u, 999u}) {
+    flow_table::insert_result r = t.insert(n1, t0 + age);
     EXPECT_EQ(r.entry, nullptr) << age;
     EXPECT_FALSE(r.evicted);
   }
-  EXPECT_EQ(t.stats().failed_inserts, 2u);
+  EXPECT_EQ(t.stats().failed_inserts, 3u);
   EXPECT_EQ(t.stats().evictions, 0u);
-  EXPECT_EQ(t.size(), 16u);
-  for (const flow_key& k : keys) EXPECT_NE(t.lookup(k, hash_of(k), t0 + oldest + 999), nullptr);
+  EXPECT_EQ(t.stats().inserts, 4u);
+  EXPECT_EQ(t.size(), 4u);
+  for (const flow_key& k : keys) EXPECT_NE(t.lookup(k, t0 + 999), nullptr);
+  EXPECT_EQ(t.lookup(n1, t0 + 999), nullptr);
 
   // Once the oldest established flow is protect_established_ms old it may go.
-  flow_table::insert_result r =
-      t.insert(n1, hash_of(n1), t0 + oldest + flow_table::protect_established_ms);
+  flow_table::insert_result r = t.insert(n1, t0 + flow_table::protect_established_ms);
   ASSERT_NE(r.entry, nullptr);
   r.entry->state = tcp_state::udp;
   EXPECT_TRUE(r.evicted);
-  EXPECT_EQ(r.displaced.key, keys[oldest]);
+  EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced), flow_table::key_for(keys[0])));
+  EXPECT_EQ(r.displaced.state, tcp_state::established);
   EXPECT_EQ(t.stats().evictions, 1u);
-  EXPECT_EQ(t.size(), 16u);
+  EXPECT_EQ(t.size(), 4u);
 
-  // The next oldest of that bucket is 999 ms old: protected again.
-  const flow_key n2 = key_with_first_bucket(t, first, 1'000, rng);
-  EXPECT_EQ(t.insert(n2, hash_of(n2), t0 + next + 999).entry, nullptr);
-  EXPECT_EQ(t.stats().failed_inserts, 3u);
+  // The next oldest (keys[1]) is 999 ms old: protected again.
+  const flow_key n2 = make_key(101, true, rng);
+  EXPECT_EQ(t.insert(n2, t0 + 1 + 999).entry, nullptr);
+  EXPECT_EQ(t.stats().failed_inserts, 4u);
 
-  // A recent non-established flow as the oldest is evictable.
-  flow_table u(16);
-  std::vector<flow_key> ukeys;
-  for (uint32_t i = 0; i < 16; ++i) {
-    ukeys.push_back(make_key(200 + i, false, rng));
-    ASSERT_NE(put(u, ukeys.back(), t0 + i, tcp_state::established), nullptr);
+  // A recent flow in any other state is evictable as the oldest.
+  for (tcp_state s : {tcp_state::syn_seen, tcp_state::closing, tcp_state::closed, tcp_state::udp}) {
+    SCOPED_TRACE(static_cast<int>(s));
+    flow_table u(4);
+    std::vector<flow_key> ukeys;
+    std::vector<flow_entry*> ue;
+    for (uint32_t i = 0; i < 4; ++i) {
+      ukeys.push_back(make_key(200 + i, i % 2 == 0, rng));
+      ue.push_back(put(u, ukeys.back(), t0 + i, tcp_state::established));
+      ASSERT_NE(ue.back(), nullptr);
+    }
+    ue[0]->state = s;
+    const flow_key n3 = make_key(300, false, rng);
+    r = u.insert(n3, t0 + 100);
+    ASSERT_NE(r.entry, nullptr);
+    r.entry->state = tcp_state::established;
+    EXPECT_TRUE(r.evicted);
+    EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced), flow_table::key_for(ukeys[0])));
+    EXPECT_EQ(r.displaced.state, s);
+    // Now the oldest (ukeys[1]) is established and recent: kept.
+    const flow_key n4 = make_key(301, true, rng);
+    EXPECT_EQ(u.insert(n4, t0 + 200).entry, nullptr);
+    EXPECT_EQ(u.stats().failed_inserts, 1u);
+    EXPECT_NE(u.lookup(ukeys[1], t0 + 200), nullptr);
   }
-  const flow_key n3 = key_with_first_bucket(u, first, 2'000, rng);
-  residents.clear();
-  for (uint32_t i = 0; i < 16; ++i)
-    if (in_bucket(u, first, ukeys[i])) residents.push_back(i);
-  ASSERT_EQ(residents.size(), 8u);
-  flow_entry* syn = u.lookup(ukeys[residents[0]], hash_of(ukeys[residents[0]]), t0 + 50);
-  ASSERT_NE(syn, nullptr);
-  syn->state = tcp_state::syn_seen;
-  r = u.insert(n3, hash_of(n3), t0 + 100);
-  ASSERT_NE(r.entry, nullptr);
-  EXPECT_EQ(r.displaced.key, ukeys[residents[0]]);
-  EXPECT_EQ(r.displaced.state, tcp_state::syn_seen);
-  // Now the oldest is established and recent: even though it is old among them, it is kept.
-  const flow_key n4 = key_with_first_bucket(u, first, 3'000, rng);
-  EXPECT_EQ(u.insert(n4, hash_of(n4), t0 + 200).entry, nullptr);
-  EXPECT_EQ(u.stats().failed_inserts, 1u);
 }
 
 TEST_F(FlowTable, ExpiredEntriesAreReused) {
@@ -855,67 +1332,98 @@ TEST_F(FlowTable, ExpiredEntriesAreReused) {
     flow_entry* e = put(t, k, 0, tcp_state::udp);
     ASSERT_NE(e, nullptr);
     e->backend_id = 7;
-    EXPECT_EQ(t.lookup(k, hash_of(k), 101), nullptr);
-    flow_table::insert_result r = t.insert(k, hash_of(k), 101);
+    EXPECT_EQ(t.lookup(k, 101), nullptr);
+    flow_table::insert_result r = t.insert(k, 101);
     EXPECT_EQ(r.entry, e);
     EXPECT_TRUE(r.evicted);
-    EXPECT_EQ(r.displaced.key, k);
+    EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced), flow_table::key_for(k)));
     EXPECT_EQ(r.displaced.backend_id, 7u);
     EXPECT_EQ(r.displaced.state, tcp_state::udp);
     EXPECT_EQ(e->backend_id, 0u);  // fresh entry, old fields cleared
     EXPECT_EQ(e->state, tcp_state::syn_seen);
     EXPECT_EQ(e->last_seen_ms, 101u);
+    EXPECT_EQ(t.key_of(*e), k);
     EXPECT_EQ(t.size(), 1u);
     EXPECT_EQ(count_live(t), 1u);
     EXPECT_EQ(t.stats().expired, 1u);
     EXPECT_EQ(t.stats().evictions, 0u);
-    EXPECT_EQ(t.lookup(k, hash_of(k), 101), e);
+    EXPECT_EQ(t.lookup(k, 101), e);
   }
   {  // Full buckets: the oldest expired entry is reused before any live one is evicted.
-    flow_table t(16, to);
+    flow_table t(4, to);  // 2 buckets, no moves
     std::vector<flow_entry*> es;
     std::vector<flow_key> keys;
-    for (uint32_t i = 0; i < 16; ++i) {
-      keys.push_back(make_key(10 + i, false, rng));
-      es.push_back(put(t, keys.back(), i, i < 8 ? tcp_state::udp : tcp_state::established));
+    for (uint32_t i = 0; i < 4; ++i) {
+      keys.push_back(make_key(10 + i, i % 2 == 1, rng));
+      es.push_back(put(t, keys.back(), i, i < 2 ? tcp_state::udp : tcp_state::established));
       ASSERT_NE(es.back(), nullptr);
     }
-    // Refresh everything except udp keys[5] and established keys[9].
-    for (uint32_t i = 0; i < 16; ++i) {
-      if (i != 5 && i != 9) es[i]->last_seen_ms = 150;
-    }
+    // Refresh keys[0] (udp) and keys[3] (established); udp keys[1] and established keys[2]
+    // stay old.
+    es[0]->last_seen_ms = 150;
+    es[3]->last_seen_ms = 150;
     const flow_key n1 = make_key(100, false, rng);
-    flow_table::insert_result r = t.insert(n1, hash_of(n1), 160);
+    flow_table::insert_result r = t.insert(n1, 160);
     ASSERT_NE(r.entry, nullptr);
     r.entry->state = tcp_state::udp;
     EXPECT_TRUE(r.evicted);
-    EXPECT_EQ(r.displaced.key, keys[5]);  // expired (age 155 > 100) and older than keys[9]
+    // keys[1]: expired (age 159 > 100) and older than keys[2] (age 158 > 50).
+    EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced), flow_table::key_for(keys[1])));
     EXPECT_EQ(t.stats().expired, 1u);
     EXPECT_EQ(t.stats().evictions, 0u);
-    EXPECT_EQ(t.size(), 16u);
-    // keys[9] is an established entry seen 151 ms ago, but expired (timeout 50): reused, not
+    EXPECT_EQ(t.size(), 4u);
+    // keys[2] is an established entry seen 158 ms ago, but expired (timeout 50): reused, not
     // protected.
-    const flow_key n2 = make_key(101, false, rng);
-    r = t.insert(n2, hash_of(n2), 160);
+    const flow_key n2 = make_key(101, true, rng);
+    r = t.insert(n2, 160);
     ASSERT_NE(r.entry, nullptr);
-    EXPECT_EQ(r.displaced.key, keys[9]);
+    r.entry->state = tcp_state::udp;
+    EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced), flow_table::key_for(keys[2])));
     EXPECT_EQ(t.stats().expired, 2u);
     EXPECT_EQ(t.stats().failed_inserts, 0u);
+    EXPECT_EQ(t.stats().evictions, 0u);
+    EXPECT_NE(t.lookup(keys[0], 160), nullptr);
+    EXPECT_NE(t.lookup(keys[3], 160), nullptr);
+    EXPECT_NE(t.lookup(n1, 160), nullptr);
+    EXPECT_NE(t.lookup(n2, 160), nullptr);
   }
   {  // An empty slot is preferred to an expired entry.
-    flow_table t(16, to);
-    for (uint32_t i = 0; i < 10; ++i)
+    flow_table t(4, to);
+    for (uint32_t i = 0; i < 2; ++i)
       ASSERT_NE(put(t, make_key(200 + i, false, rng), 0, tcp_state::udp), nullptr);
     const flow_key n1 = make_key(300, false, rng);
-    flow_table::insert_result r = t.insert(n1, hash_of(n1), 1'000);
+    flow_table::insert_result r = t.insert(n1, 1'000);
     ASSERT_NE(r.entry, nullptr);
     EXPECT_FALSE(r.evicted);
-    EXPECT_EQ(t.size(), 11u);
+    EXPECT_EQ(t.size(), 3u);
     EXPECT_EQ(t.stats().expired, 0u);
+  }
+  {  // An expired candidate is reused before residents are moved.
+    flow_table t(8, to);  // 4 buckets
+    uint32_t next_id = 0;
+    const flow_key x = key_with_buckets(t, 0, 3, true, next_id, rng);   // 0, could move to 3
+    const flow_key k1 = key_with_buckets(t, 0, 1, false, next_id, rng);  // 1
+    const flow_key k2 = key_with_buckets(t, 1, 0, true, next_id, rng);   // 1
+    const flow_key k3 = key_with_buckets(t, 0, 1, false, next_id, rng);  // 0
+    ASSERT_NE(put(t, x, 150, tcp_state::udp), nullptr);
+    ASSERT_NE(put(t, k1, 150, tcp_state::udp), nullptr);
+    ASSERT_NE(put(t, k2, 0, tcp_state::udp), nullptr);  // expired by 160
+    ASSERT_NE(put(t, k3, 150, tcp_state::udp), nullptr);
+    ASSERT_TRUE(in_bucket(t, 0, x));
+    ASSERT_TRUE(in_bucket(t, 1, k2));
+    const flow_key y = key_with_buckets(t, 0, 1, false, next_id, rng);
+    flow_table::insert_result r = t.insert(y, 160);
+    ASSERT_NE(r.entry, nullptr);
+    EXPECT_TRUE(r.evicted);
+    EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced), flow_table::key_for(k2)));
+    EXPECT_EQ(t.stats().moves, 0u);
+    EXPECT_EQ(t.stats().expired, 1u);
+    EXPECT_TRUE(in_bucket(t, 0, x));
   }
 }
 
 TEST_F(FlowTable, MillionEntriesFillTo90PercentWithoutEviction) {
+  const auto start = std::chrono::steady_clock::now();
   flow_table t(1u << 20);
   ASSERT_EQ(t.capacity(), 1u << 20);
   std::mt19937 rng(101);
@@ -924,7 +1432,7 @@ TEST_F(FlowTable, MillionEntriesFillTo90PercentWithoutEviction) {
   std::vector<flow_key> sample;
   for (uint32_t i = 0; i < cap; ++i) {
     const flow_key k = make_key(i, (i & 3) == 0, rng);
-    flow_table::insert_result r = t.insert(k, hash_of(k), 5);
+    flow_table::insert_result r = t.insert(k, 5);
     ASSERT_NE(r.entry, nullptr) << i;
     r.entry->state = tcp_state::udp;
     if (r.evicted) {
@@ -934,12 +1442,46 @@ TEST_F(FlowTable, MillionEntriesFillTo90PercentWithoutEviction) {
     if (i % 997 == 0) sample.push_back(k);
   }
   const double load = first_eviction_at == 0 ? 1.0 : double(first_eviction_at) / double(cap);
-  std::printf("[ flow_table ] 1M entries: first eviction at load factor %.4f (%zu entries)\n", load,
-              first_eviction_at);
+  std::printf("[ flow_table ] 1M entries: first eviction at load factor %.4f (%zu entries), "
+              "%llu moves, %.2f s\n",
+              load, first_eviction_at, static_cast<unsigned long long>(t.stats().moves),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   RecordProperty("first_eviction_load", std::to_string(load));
   EXPECT_GE(load, 0.90);
   EXPECT_EQ(t.stats().failed_inserts, 0u);
-  for (const flow_key& k : sample) EXPECT_NE(t.lookup(k, hash_of(k), 5), nullptr);
+  for (const flow_key& k : sample) EXPECT_NE(t.lookup(k, 5), nullptr);
+}
+
+// The default sizing rule (config: flow_table_size 1,310,720): 1 M flows at 80 % load insert
+// without a single eviction or failure, and all of them stay findable.
+TEST_F(FlowTable, DefaultSizeHoldsAMillionFlowsAt80Percent) {
+  const auto start = std::chrono::steady_clock::now();
+  flow_table t(1'310'720);
+  ASSERT_EQ(t.capacity(), 1'310'720u);
+  std::mt19937 rng(141);
+  std::vector<flow_key> keys;
+  keys.reserve(1u << 20);
+  for (uint32_t i = 0; i < (1u << 20); ++i) keys.push_back(make_key(i, (i & 1) != 0, rng));
+  for (uint32_t i = 0; i < keys.size(); ++i) {
+    flow_table::insert_result r = t.insert(keys[i], 5);
+    ASSERT_NE(r.entry, nullptr) << i;
+    ASSERT_FALSE(r.evicted) << i;
+    r.entry->state = tcp_state::established;
+    r.entry->backend_id = static_cast<uint16_t>(i);
+  }
+  EXPECT_EQ(t.size(), keys.size());
+  EXPECT_EQ(t.stats().evictions, 0u);
+  EXPECT_EQ(t.stats().failed_inserts, 0u);
+  EXPECT_FALSE(t.nearly_full());
+  size_t missing = 0;
+  for (uint32_t i = 0; i < keys.size(); ++i) {
+    const flow_entry* e = t.lookup(keys[i], 6);
+    if (e == nullptr || e->backend_id != static_cast<uint16_t>(i)) ++missing;
+  }
+  EXPECT_EQ(missing, 0u);
+  std::printf("[ flow_table ] 1,048,576 flows in 1,310,720 slots: %llu moves, %.2f s\n",
+              static_cast<unsigned long long>(t.stats().moves),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 }  // namespace
