@@ -278,10 +278,17 @@ class flow_table {
   }
 
  private:
-  // A 32-bit digest of an IPv6 client for the entry (the side array holds the address).
+  // A 32-bit digest of an IPv6 client for the entry (the side array holds the address). The
+  // bucket hash is computed from it, so clients with equal digests (and ports) share buckets:
+  // CRC-32C gives different digests to any two addresses that differ only within 32 bits (a
+  // /96 of clients, or hosts numbered in one /64), where a folding xor lost bits.
   static uint64_t digest(uint64_t lo, uint64_t hi) {
-    return mix32(static_cast<uint32_t>(lo ^ (lo >> 32)) * 0x9e3779b1u ^
-                 static_cast<uint32_t>(hi ^ (hi >> 29)));
+#if defined(__SSE4_2__)
+    return static_cast<uint32_t>(_mm_crc32_u64(_mm_crc32_u64(0x6a09e667u, lo), hi));
+#else
+    const uint64_t w[2] = {lo, hi};
+    return crc32c_words<16>(w, 0x6a09e667u);
+#endif
   }
   // Multiply-shift onto [0, bucket_count_): uses the hash's high bits.
   uint32_t bucket_a(uint32_t hash) const {

@@ -523,5 +523,93 @@ TEST_F(WorkerDrainTest, IpipAndGueThroughTheWorker) {
   }
 }
 
+// IPv6 flows keep their client address outside the entry (the flow table's side array): the
+// worker must find them again, pin them across a switch, and rebuild their full addresses for
+// drain resets.
+config::daemon_config v6_config() {
+  auto c = make_config();
+  auto& s = c.services[0];
+  s.vip = addr("2001:db8::10");
+  s.blue.clear();
+  s.green.clear();
+  for (int i = 1; i <= 4; ++i) {
+    s.blue.push_back({addr("2001:db8:1::" + std::to_string(i)), 1, backend_mac(colour::blue, i)});
+    s.green.push_back({addr("2001:db8:2::" + std::to_string(i)), 1, backend_mac(colour::green, i)});
+  }
+  return c;
+}
+
+// Client i of 2001:db8:9::/64; the decimal digits are valid hex and distinct.
+frame_spec tcp6(int client_index, uint16_t sport, uint8_t flags) {
+  frame_spec f = tcp(client_index, sport, flags);
+  f.src = "2001:db8:9::" + std::to_string(client_index);
+  f.dst = "2001:db8::10";
+  return f;
+}
+
+std::vector<std::pair<int, int>> send_all6(dataplane_harness& h, int n, uint8_t flags,
+                                           uint16_t sport) {
+  std::vector<std::vector<uint8_t>> frames;
+  for (int i = 0; i < n; ++i) frames.push_back(build_frame(tcp6(i, sport, flags)));
+  return destinations(h.exchange(frames));
+}
+
+TEST_F(WorkerDrainTest, Ipv6FlowsArePinnedAcrossASwitchAndResetWithTheirOwnAddresses) {
+  auto cfg = v6_config();
+  dataplane_harness h(cfg);
+  constexpr int n = 200;
+  const auto blue = send_all6(h, n, tcp_syn, 40000);
+  ASSERT_EQ(blue.size(), static_cast<size_t>(n));
+  EXPECT_EQ(send_all6(h, n, tcp_ack, 40000), blue) << "the ACK follows its SYN";
+  std::set<int> backends;
+  for (auto [c, b] : blue) {
+    EXPECT_EQ(c, blue_c);
+    backends.insert(b);
+  }
+  EXPECT_GT(backends.size(), 1u) << "flows spread over the blue pool";
+  EXPECT_EQ(h.live_flows(0, colour::blue), n);
+
+  cfg.services[0].active = colour::green;
+  h.publish(cfg);
+  EXPECT_EQ(send_all6(h, n, tcp_ack, 40000), blue) << "established IPv6 flows stay on blue";
+  for (auto [c, b] : send_all6(h, n, tcp_syn, 41000)) EXPECT_EQ(c, green_c);
+
+  // Reset the blue flows at the deadline: both ends get a RST built from the stored key.
+  set_flush(h, drain_action::reset, 0);
+  h.publish(cfg);
+  ASSERT_TRUE(h.wait_for([&] { return h.live_flows(0, colour::blue) == 0; }));
+  const auto out = h.exchange({});
+  std::set<int> clients_to_backend, clients_to_client;
+  for (const auto& f : out) {
+    const auto [c, b] = decode_backend_mac(f.data());
+    ASSERT_EQ(f[12] << 8 | f[13], 0x86dd) << "IPv6 resets for IPv6 flows";
+    const uint8_t* ip = f.data() + 14;
+    const uint8_t* tcp_h = ip + 40;
+    ASSERT_EQ(tcp_h[13] & tcp_rst, tcp_rst);
+    const uint8_t* client_addr = c == blue_c ? ip + 8 : ip + 24;  // source to the backend
+    const uint8_t* vip_addr = c == blue_c ? ip + 24 : ip + 8;
+    const ip_address want_vip = addr("2001:db8::10");
+    EXPECT_EQ(std::memcmp(vip_addr, want_vip.bytes, 16), 0);
+    // 2001:db8:9::<i>: the last two bytes hold i's decimal digits read as hex.
+    ip_address got;
+    std::memcpy(got.bytes, client_addr, 16);
+    int found = -1;
+    for (int i = 0; i < n && found < 0; ++i)
+      if (got == addr("2001:db8:9::" + std::to_string(i))) found = i;
+    ASSERT_GE(found, 0) << "a reset names a client that never sent anything";
+    if (c == blue_c) {
+      EXPECT_EQ(b, blue[static_cast<size_t>(found)].second) << "to the flow's own backend";
+      clients_to_backend.insert(found);
+    } else {
+      clients_to_client.insert(found);
+    }
+    EXPECT_EQ(static_cast<uint16_t>(tcp_h[c == blue_c ? 0 : 2] << 8 | tcp_h[c == blue_c ? 1 : 3]),
+              40000) << "the client's port";
+  }
+  EXPECT_EQ(clients_to_backend.size(), static_cast<size_t>(n)) << "one reset per flow, to the backend";
+  EXPECT_EQ(clients_to_client.size(), static_cast<size_t>(n)) << "one reset per flow, to the client";
+  for (auto [c, b] : send_all6(h, n, tcp_ack, 41000)) EXPECT_EQ(c, green_c) << "green untouched";
+}
+
 }  // namespace
 }  // namespace tandem::test
