@@ -186,7 +186,8 @@ class flow_table {
                           uint64_t{e.vip_id} | uint64_t{e.ipv6} << 63};
   }
   static uint32_t hash_of(const flow_entry& e) { return hash(key_of_entry(e)); }
-  // The entry's full stored key (the IPv6 client from the side array).
+  // The full stored key of an entry in this table (the IPv6 client from the side array, found
+  // by the entry's address: pass the table's own entry, not a copy).
   stored_flow_key key_of(const flow_entry& e) const;
 
   // Where a key lives: its two bucket lines.
@@ -238,6 +239,7 @@ class flow_table {
                                   // fields zero, state syn_seen as a placeholder (caller fills)
     bool evicted = false;         // a live (or expired) entry was displaced; copy in `displaced`
     flow_entry displaced;         // what was there, so the caller can fix its per-flow counters
+                                  // (not a table slot: key_of() cannot give an IPv6 copy's client)
   };
   // Inserts the key (which must not be present as a live entry). On success the caller sets the
   // entry's fields; the key and last_seen_ms are already set. An insert may move other entries

@@ -648,7 +648,9 @@ TEST_F(FlowTable, KeyOfReturnsTheInsertedKey) {
     EXPECT_EQ(flow_table::hash_of(*e), flow_table::hash(flow_table::key_for(k)));
     EXPECT_TRUE(same_key(flow_table::key_of_entry(*e), flow_table::key_for(k)));
     EXPECT_EQ(e->ipv6, k.client.is_v4() ? 0 : 1);
-    if (!k.client.is_v4()) EXPECT_EQ(access::v6_client_of(t, e), k.client);
+    if (!k.client.is_v4()) {
+      EXPECT_EQ(access::v6_client_of(t, e), k.client);
+    }
     EXPECT_TRUE(seen.insert(key_bytes(t.key_of(*e))).second);
   }
   // for_each sees exactly these keys.
@@ -719,14 +721,13 @@ TEST_F(FlowTable, IPv6ClientsWithTheSameDigestAreDistinctFlows) {
 
 TEST_F(FlowTable, IPv6ClientWhoseDigestIsAnIPv4AddressIsADistinctFlow) {
   std::mt19937 rng(10);
-  // A random IPv6 client, and the IPv4 client whose address equals its digest; also :: and
-  // 0.0.0.0 (the digest of :: is 0).
+  // A random IPv6 client, and the IPv4 client whose address equals its digest; the same for ::.
   const flow_key v6 = make_key(12345, true, rng);
   const flow_key v4{ip_address::from_v4_be(static_cast<uint32_t>(access::digest(v6.client))),
                     v6.client_port, v6.vip_port, v6.vip_id, 0};
   const flow_key zero6{addr("::"), htons(1), htons(2), 3, 0};
-  const flow_key zero4{addr("0.0.0.0"), htons(1), htons(2), 3, 0};
-  ASSERT_EQ(access::digest(zero6.client), 0u);
+  const flow_key zero4{ip_address::from_v4_be(static_cast<uint32_t>(access::digest(zero6.client))),
+                       htons(1), htons(2), 3, 0};
   for (const auto& [a, b] : {std::pair{v6, v4}, std::pair{zero6, zero4}}) {
     SCOPED_TRACE(::testing::PrintToString(a));
     const flow_table_key ka = flow_table::key_for(a), kb = flow_table::key_for(b);
@@ -758,6 +759,66 @@ TEST_F(FlowTable, IPv6ClientWhoseDigestIsAnIPv4AddressIsADistinctFlow) {
       EXPECT_EQ(t.lookup(first, 3), nullptr);
       EXPECT_EQ(t.lookup(second, 3), f2);
     }
+  }
+}
+
+// The digest is what the bucket hash sees of an IPv6 client: clients numbered within 32 bits
+// (a /96, or hosts ::1, ::2, ... of one /64) must get different digests, or they would share
+// buckets and fail to insert however empty the table.
+TEST_F(FlowTable, IPv6DigestsDifferWithin32Bits) {
+  std::mt19937_64 rng(17);
+  {  // Every address of a /96 slice: all digests distinct.
+    const ip_address base = addr("2001:db8:1:2:3:4::");
+    std::unordered_map<uint32_t, uint32_t> seen;
+    seen.reserve(1u << 18);
+    for (uint32_t i = 0; i < 200'000; ++i) {
+      ip_address a = base;
+      const uint32_t be = htonl(i);
+      std::memcpy(a.bytes + 12, &be, 4);
+      const auto [it, fresh] = seen.emplace(static_cast<uint32_t>(access::digest(a)), i);
+      ASSERT_TRUE(fresh) << "hosts " << it->second << " and " << i << " share a digest";
+    }
+  }
+  // Any difference confined to 32 consecutive bits, anywhere in the address.
+  for (int trial = 0; trial < 100'000; ++trial) {
+    ip_address a;
+    const uint64_t r0 = rng(), r1 = rng();
+    std::memcpy(a.bytes, &r0, 8);
+    std::memcpy(a.bytes + 8, &r1, 8);
+    const uint32_t shift = static_cast<uint32_t>(rng() % 97);  // bits [shift, shift + 32)
+    const uint64_t burst = (rng() & 0xffffffffu) | 1;           // nonzero
+    uint64_t lo, hi;
+    std::memcpy(&lo, a.bytes, 8);
+    std::memcpy(&hi, a.bytes + 8, 8);
+    const uint64_t dlo = shift < 64 ? burst << shift : 0;
+    const uint64_t dhi = shift == 0 ? 0 : shift < 64 ? burst >> (64 - shift) : burst << (shift - 64);
+    ip_address b = a;
+    lo ^= dlo;
+    hi ^= dhi;
+    std::memcpy(b.bytes, &lo, 8);
+    std::memcpy(b.bytes + 8, &hi, 8);
+    ASSERT_FALSE(a == b);
+    ASSERT_NE(access::digest(a), access::digest(b)) << "trial " << trial << " shift " << shift;
+  }
+  // 200 hosts of one /64, one port and VIP: all insert into a 1,024-slot table, all found.
+  flow_table t(1024);
+  std::vector<flow_key> keys;
+  for (uint32_t i = 1; i <= 200; ++i) {
+    ip_address a = addr("2001:db8:0:1::");
+    const uint32_t be = htonl(i);
+    std::memcpy(a.bytes + 12, &be, 4);
+    keys.push_back(flow_key{a, htons(33000), htons(443), 2, 0});
+    flow_table::insert_result r = t.insert(keys.back(), 1);
+    ASSERT_NE(r.entry, nullptr) << i;
+    EXPECT_FALSE(r.evicted) << i;
+    r.entry->state = tcp_state::established;
+  }
+  EXPECT_EQ(t.size(), 200u);
+  EXPECT_EQ(t.stats().evictions, 0u);
+  for (const flow_key& k : keys) {
+    const flow_entry* e = t.lookup(k, 2);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(t.key_of(*e), k);
   }
 }
 
@@ -866,11 +927,23 @@ TEST_F(FlowTable, ExpireStepIsIncremental) {
   flow_table t(1024, to);
   const std::vector<flow_key> keys = make_keys(600, 0, 51);
   std::set<std::string> expect_expired;
+  // All inserted at 0 (an insert at 150 would reuse an expired candidate), then half seen at 150.
   for (uint32_t i = 0; i < keys.size(); ++i) {
-    const bool old = i % 2 == 0;
-    ASSERT_NE(put(t, keys[i], old ? 0 : 150, tcp_state::udp), nullptr);
-    if (old) expect_expired.insert(key_bytes(keys[i]));
+    flow_table::insert_result r = t.insert(keys[i], 0);
+    ASSERT_NE(r.entry, nullptr);
+    ASSERT_FALSE(r.evicted);
+    r.entry->state = tcp_state::udp;
   }
+  for (uint32_t i = 0; i < keys.size(); ++i) {
+    if (i % 2 == 0) {
+      expect_expired.insert(key_bytes(keys[i]));
+    } else {
+      flow_entry* e = t.lookup(keys[i], 0);
+      ASSERT_NE(e, nullptr);
+      e->last_seen_ms = 150;
+    }
+  }
+  ASSERT_EQ(t.size(), keys.size());
   const uint32_t now = 200;
   const uint32_t budget = 100;
   std::multiset<std::string> reported;
@@ -1007,6 +1080,7 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
   const std::vector<flow_key> keys = make_keys(800, 0, 71);
   std::map<std::string, uint32_t> present;  // key bytes -> insert time
   uint64_t evictions = 0, evicted_from_b = 0, moving_inserts = 0, multi_hop = 0;
+  uint64_t evictions_without_search = 0;
   for (uint32_t i = 0; i < keys.size(); ++i) {
     SCOPED_TRACE("insert " + std::to_string(i));
     const uint32_t now = 1'000 + i;
@@ -1015,13 +1089,15 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
     // What the four candidates hold before the insert.
     const flow_entry* cand[4] = {access::bucket(t, ba), access::bucket(t, ba) + 1,
                                  access::bucket(t, bb), access::bucket(t, bb) + 1};
+    const size_t size_before = t.size();
     bool full = true, one_hop_room = false;
     uint32_t free_a = 0, free_b = 0;
     const flow_entry* oldest = nullptr;
     for (uint32_t c = 0; c < 4; ++c) {
       if (cand[c]->state == tcp_state::empty) {
         full = false;
-        (c < 2 ? free_a : free_b) += 1;
+        free_a += c < 2;
+        free_b += c >= 2;
         continue;
       }
       if (oldest == nullptr || cand[c]->last_seen_ms < oldest->last_seen_ms) oldest = cand[c];
@@ -1036,8 +1112,9 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
     const flow_entry* free_line = access::bucket(t, free_a >= free_b ? ba : bb);
     const flow_entry* want_slot =
         free_line[0].state == tcp_state::empty ? &free_line[0] : &free_line[1];
+    const bool search = !t.nearly_full();  // residents are moved only below 7/8 full
+    EXPECT_EQ(search, size_before < t.capacity() - t.capacity() / 8);
     const bool oldest_in_b = oldest == cand[2] || oldest == cand[3];
-    const size_t size_before = t.size();
     const uint64_t moves_before = t.stats().moves;
 
     flow_table::insert_result r = t.insert(keys[i], now);
@@ -1052,7 +1129,11 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
       ++evictions;
       evicted_from_b += oldest_in_b;
       EXPECT_EQ(moved, 0u);
-      EXPECT_FALSE(one_hop_room) << "a resident could have moved one hop instead";
+      if (search) {
+        EXPECT_FALSE(one_hop_room) << "a resident could have moved one hop instead";
+      } else {
+        evictions_without_search += 1;
+      }
       EXPECT_TRUE(same_key(flow_table::key_of_entry(r.displaced),
                            flow_table::key_of_entry(oldest_copy)));
       EXPECT_EQ(r.displaced.last_seen_ms, oldest_copy.last_seen_ms);
@@ -1069,9 +1150,11 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
       ASSERT_TRUE(erased);
     } else {
       ++moving_inserts;
-      EXPECT_LT(size_before, t.capacity()) << "no moves in a full table";
+      EXPECT_TRUE(search) << "no moves from 7/8 full on";
       EXPECT_GE(moved, 1u);
-      if (one_hop_room) EXPECT_EQ(moved, 1u) << "breadth first: the one-hop move comes first";
+      if (one_hop_room) {
+        EXPECT_EQ(moved, 1u) << "breadth first: the one-hop move comes first";
+      }
       multi_hop += moved > 1;
       const uint32_t b = access::bucket_of(t, r.entry);
       EXPECT_TRUE(b == ba || b == bb);
@@ -1090,16 +1173,18 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
   }
   expect_every_entry_in_its_buckets(t);
   std::printf("[ flow_table ] 800 inserts into 128 slots: %llu with moves (%llu of several hops), "
-              "%llu evictions (%llu from bucket b)\n",
+              "%llu evictions (%llu from bucket b, %llu at 7/8 full or more)\n",
               static_cast<unsigned long long>(moving_inserts),
               static_cast<unsigned long long>(multi_hop),
               static_cast<unsigned long long>(evictions),
-              static_cast<unsigned long long>(evicted_from_b));
+              static_cast<unsigned long long>(evicted_from_b),
+              static_cast<unsigned long long>(evictions_without_search));
   EXPECT_GT(moving_inserts, 0u);
   EXPECT_GT(multi_hop, 0u);
   EXPECT_GT(evicted_from_b, 0u) << "the oldest of the four is sometimes in the second bucket";
-  EXPECT_EQ(t.size(), t.capacity());
-  EXPECT_EQ(evictions, keys.size() - t.capacity());
+  EXPECT_GT(evictions_without_search, 0u);
+  EXPECT_GE(t.size(), t.capacity() - t.capacity() / 8);
+  EXPECT_EQ(evictions, keys.size() - t.size());
   EXPECT_EQ(t.stats().evictions, evictions);
   EXPECT_EQ(t.stats().failed_inserts, 0u);
   EXPECT_EQ(t.stats().inserts, keys.size());
@@ -1125,11 +1210,12 @@ TEST_F(FlowTable, FullBucketsMoveAResidentOneHop) {
     all.push_back(k);
     return k;
   };
-  const flow_key x = add(0, 3, true, 1);  // lands in bucket 0 (a tie goes to a), could live in 3
+  // Each key goes to its bucket a, which is also never the fuller of its two.
+  const flow_key x = add(0, 3, true, 1);  // lands in bucket 0, could live in 3
   ASSERT_TRUE(in_bucket(t, 0, x));
-  const flow_key k1 = add(0, 1, false, 2);  // to 1, the emptier
-  const flow_key k2 = add(1, 0, true, 3);   // a tie: to 1
-  const flow_key k3 = add(0, 1, false, 4);  // to 0, the only free slot
+  const flow_key k1 = add(1, 0, false, 2);
+  const flow_key k2 = add(1, 0, true, 3);
+  const flow_key k3 = add(0, 1, false, 4);  // the last free slot of 0 and 1
   ASSERT_TRUE(in_bucket(t, 1, k1));
   ASSERT_TRUE(in_bucket(t, 1, k2));
   ASSERT_TRUE(in_bucket(t, 0, k3));
@@ -1170,6 +1256,60 @@ TEST_F(FlowTable, FullBucketsMoveAResidentOneHop) {
   EXPECT_NE(t.lookup(z, 200), nullptr);
 }
 
+// A resident that sits in its bucket b (its a was full) moves back to its a.
+TEST_F(FlowTable, FullBucketsMoveAResidentBackToItsBucketA) {
+  flow_table t(8);  // 4 buckets
+  std::mt19937 rng(115);
+  uint32_t next_id = 0;
+  std::vector<flow_key> all;
+  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) {
+    const flow_key k = key_with_buckets(t, a, b, v6, next_id, rng);
+    flow_table::insert_result r = t.insert(k, when);
+    EXPECT_NE(r.entry, nullptr);
+    EXPECT_FALSE(r.evicted);
+    if (r.entry != nullptr) r.entry->state = tcp_state::udp;
+    all.push_back(k);
+    return k;
+  };
+  auto drop = [&](const flow_key& k) {
+    flow_entry* e = t.lookup(k, 1);
+    ASSERT_NE(e, nullptr);
+    t.remove(e);
+    all.erase(std::find(all.begin(), all.end(), k));
+  };
+  // Bucket 3 full, so r (buckets 3 and 0) goes to 0; then a slot of 3 is freed. Each key goes to
+  // its bucket a when that has a free slot and is not the fuller of the two.
+  const flow_key g = add(2, 1, false, 1);
+  const flow_key f1 = add(3, 2, false, 1);
+  const flow_key f2 = add(3, 2, true, 1);
+  ASSERT_TRUE(in_bucket(t, 3, f1));
+  ASSERT_TRUE(in_bucket(t, 3, f2));
+  const flow_key r = add(3, 0, true, 2);
+  ASSERT_TRUE(in_bucket(t, 0, r));
+  drop(f1);
+  drop(g);
+  const flow_key k1 = add(1, 0, false, 3);
+  const flow_key k2 = add(1, 0, true, 4);
+  const flow_key k3 = add(0, 1, false, 5);
+  ASSERT_TRUE(in_bucket(t, 1, k1));
+  ASSERT_TRUE(in_bucket(t, 1, k2));
+  ASSERT_TRUE(in_bucket(t, 0, k3));
+  ASSERT_EQ(t.size(), 5u);
+  ASSERT_EQ(t.stats().moves, 0u);
+
+  const flow_key y = add(0, 1, false, 100);
+  EXPECT_EQ(t.stats().evictions, 0u);
+  EXPECT_EQ(t.stats().moves, 1u);
+  EXPECT_TRUE(in_bucket(t, 3, r)) << "r moved back to its bucket a";
+  EXPECT_TRUE(in_bucket(t, 0, y));
+  for (const flow_key& k : all) {
+    const flow_entry* e = t.lookup(k, 100);
+    ASSERT_NE(e, nullptr) << ::testing::PrintToString(k);
+    EXPECT_EQ(t.key_of(*e), k);
+  }
+  expect_every_entry_in_its_buckets(t);
+}
+
 TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
   flow_table t(8);  // 4 buckets
   std::mt19937 rng(121);
@@ -1184,10 +1324,11 @@ TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
     all.push_back(k);
     return k;
   };
-  // Bucket 2 full of entries whose other bucket is 3; bucket 3 empty.
-  const flow_key s1 = add(2, 3, true, 1);   // a tie: 2
-  const flow_key s2 = add(3, 2, false, 1);  // 3, the emptier
-  const flow_key s3 = add(2, 3, false, 1);  // a tie: 2
+  // Bucket 2 full of entries whose other bucket is 3; bucket 3 empty. Each key goes to its
+  // bucket a, which is also never the fuller of its two.
+  const flow_key s1 = add(2, 3, true, 1);
+  const flow_key s2 = add(3, 2, false, 1);
+  const flow_key s3 = add(2, 3, false, 1);
   ASSERT_TRUE(in_bucket(t, 2, s1));
   ASSERT_TRUE(in_bucket(t, 2, s3));
   ASSERT_TRUE(in_bucket(t, 3, s2));
@@ -1196,9 +1337,9 @@ TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
   ASSERT_EQ(used_slots(t, 3), 0u);
   const flow_key z = add(1, 2, true, 2);  // bucket 1 (2 is full); its other bucket is 2
   ASSERT_TRUE(in_bucket(t, 1, z));
-  const flow_key k1 = add(0, 1, false, 3);  // 0, the emptier
-  const flow_key k2 = add(1, 0, true, 4);   // a tie: 1
-  const flow_key k3 = add(0, 1, false, 5);  // 0
+  const flow_key k1 = add(0, 1, false, 3);
+  const flow_key k2 = add(1, 0, true, 4);
+  const flow_key k3 = add(0, 1, false, 5);
   ASSERT_TRUE(in_bucket(t, 0, k1));
   ASSERT_TRUE(in_bucket(t, 1, k2));
   ASSERT_TRUE(in_bucket(t, 0, k3));
@@ -1218,7 +1359,9 @@ TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
     const flow_entry* e = t.lookup(k, 100);
     ASSERT_NE(e, nullptr) << ::testing::PrintToString(k);
     EXPECT_EQ(t.key_of(*e), k);
-    if (!k.client.is_v4()) EXPECT_EQ(access::v6_client_of(t, e), k.client);
+    if (!k.client.is_v4()) {
+      EXPECT_EQ(access::v6_client_of(t, e), k.client);
+    }
   }
   expect_every_entry_in_its_buckets(t);
 }
@@ -1402,7 +1545,7 @@ TEST_F(FlowTable, ExpiredEntriesAreReused) {
     flow_table t(8, to);  // 4 buckets
     uint32_t next_id = 0;
     const flow_key x = key_with_buckets(t, 0, 3, true, next_id, rng);   // 0, could move to 3
-    const flow_key k1 = key_with_buckets(t, 0, 1, false, next_id, rng);  // 1
+    const flow_key k1 = key_with_buckets(t, 1, 0, false, next_id, rng);  // 1
     const flow_key k2 = key_with_buckets(t, 1, 0, true, next_id, rng);   // 1
     const flow_key k3 = key_with_buckets(t, 0, 1, false, next_id, rng);  // 0
     ASSERT_NE(put(t, x, 150, tcp_state::udp), nullptr);
@@ -1410,7 +1553,9 @@ TEST_F(FlowTable, ExpiredEntriesAreReused) {
     ASSERT_NE(put(t, k2, 0, tcp_state::udp), nullptr);  // expired by 160
     ASSERT_NE(put(t, k3, 150, tcp_state::udp), nullptr);
     ASSERT_TRUE(in_bucket(t, 0, x));
+    ASSERT_TRUE(in_bucket(t, 1, k1));
     ASSERT_TRUE(in_bucket(t, 1, k2));
+    ASSERT_TRUE(in_bucket(t, 0, k3));
     const flow_key y = key_with_buckets(t, 0, 1, false, next_id, rng);
     flow_table::insert_result r = t.insert(y, 160);
     ASSERT_NE(r.entry, nullptr);
@@ -1422,7 +1567,8 @@ TEST_F(FlowTable, ExpiredEntriesAreReused) {
   }
 }
 
-TEST_F(FlowTable, MillionEntriesFillTo90PercentWithoutEviction) {
+// How far a 1 M-slot table fills before the first eviction: past the 80 % of the sizing rule.
+TEST_F(FlowTable, MillionEntriesFillPast80PercentWithoutEviction) {
   const auto start = std::chrono::steady_clock::now();
   flow_table t(1u << 20);
   ASSERT_EQ(t.capacity(), 1u << 20);
@@ -1447,7 +1593,7 @@ TEST_F(FlowTable, MillionEntriesFillTo90PercentWithoutEviction) {
               load, first_eviction_at, static_cast<unsigned long long>(t.stats().moves),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   RecordProperty("first_eviction_load", std::to_string(load));
-  EXPECT_GE(load, 0.90);
+  EXPECT_GE(load, 0.84) << "the 80 % sizing rule keeps a margin";
   EXPECT_EQ(t.stats().failed_inserts, 0u);
   for (const flow_key& k : sample) EXPECT_NE(t.lookup(k, 5), nullptr);
 }
@@ -1479,8 +1625,13 @@ TEST_F(FlowTable, DefaultSizeHoldsAMillionFlowsAt80Percent) {
     if (e == nullptr || e->backend_id != static_cast<uint16_t>(i)) ++missing;
   }
   EXPECT_EQ(missing, 0u);
-  std::printf("[ flow_table ] 1,048,576 flows in 1,310,720 slots: %llu moves, %.2f s\n",
-              static_cast<unsigned long long>(t.stats().moves),
+  size_t in_a = 0;
+  t.for_each([&](const flow_entry& e) {
+    in_a += access::bucket_of(t, &e) == access::bucket_a(t, flow_table::hash_of(e));
+  });
+  std::printf("[ flow_table ] 1,048,576 flows in 1,310,720 slots: %llu moves, %.1f %% in bucket a, "
+              "%.2f s\n",
+              static_cast<unsigned long long>(t.stats().moves), 100.0 * double(in_a) / double(t.size()),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
