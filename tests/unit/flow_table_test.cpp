@@ -168,6 +168,33 @@ flow_key key_with_buckets(const flow_table& t, uint32_t a, uint32_t b, bool v6,
   return flow_key{};
 }
 
+// Keys placed in chosen buckets of a small table (as UDP flows, none evicted), remembered in
+// insertion order for the final "every key still there" checks.
+struct placed_keys {
+  placed_keys(flow_table& table, uint32_t seed) : t(table), rng(seed) {}
+  flow_key add(uint32_t a, uint32_t b, bool v6, uint32_t when) {
+    const flow_key k = key_with_buckets(t, a, b, v6, next_id, rng);
+    flow_table::insert_result r = t.insert(k, when);
+    EXPECT_NE(r.entry, nullptr);
+    EXPECT_FALSE(r.evicted);
+    if (r.entry != nullptr) r.entry->state = tcp_state::udp;
+    all.push_back(k);
+    return k;
+  }
+  // Every key of `all` is found, under its own key.
+  void expect_all_found(uint32_t now) const {
+    for (const flow_key& k : all) {
+      const flow_entry* e = t.lookup(k, now);
+      ASSERT_NE(e, nullptr) << ::testing::PrintToString(k);
+      EXPECT_EQ(t.key_of(*e), k);
+    }
+  }
+  flow_table& t;
+  std::mt19937 rng;
+  uint32_t next_id = 0;
+  std::vector<flow_key> all;
+};
+
 uint32_t used_slots(const flow_table& t, uint32_t bucket) {
   uint32_t n = 0;
   const flow_entry* e = access::bucket(t, bucket);
@@ -533,6 +560,33 @@ TEST_F(FlowTable, RemoveFreesTheSlot) {
   EXPECT_EQ(t.key_of(*e), k);
 }
 
+// Inserts `first` then `second` (neither present) at time `now` and checks that they are two
+// flows: each looks up to its own entry and key, and removing `first` leaves `second`.
+void expect_two_flows(flow_table& t, const flow_key& first, const flow_key& second, uint32_t now) {
+  flow_entry* e1 = put(t, first, now, tcp_state::established);
+  ASSERT_NE(e1, nullptr);
+  e1->backend_id = 1;
+  EXPECT_EQ(t.lookup(second, now), nullptr);
+  flow_table::insert_result r = t.insert(second, now + 1);
+  ASSERT_NE(r.entry, nullptr);
+  EXPECT_FALSE(r.evicted);
+  r.entry->state = tcp_state::established;
+  r.entry->backend_id = 2;
+  EXPECT_EQ(t.size(), 2u);
+  flow_entry* f1 = t.lookup(first, now + 2);
+  flow_entry* f2 = t.lookup(second, now + 2);
+  ASSERT_NE(f1, nullptr);
+  ASSERT_NE(f2, nullptr);
+  EXPECT_NE(f1, f2);
+  EXPECT_EQ(f1->backend_id, 1u);
+  EXPECT_EQ(f2->backend_id, 2u);
+  EXPECT_EQ(t.key_of(*f1), first);
+  EXPECT_EQ(t.key_of(*f2), second);
+  t.remove(f1);
+  EXPECT_EQ(t.lookup(first, now + 2), nullptr);
+  EXPECT_EQ(t.lookup(second, now + 2), f2);
+}
+
 // In a two-bucket table every key has the same four candidates, so lookups must tell keys apart
 // by comparing every field: keys one field apart are separate flows.
 TEST_F(FlowTable, EveryKeyFieldIsCompared) {
@@ -560,27 +614,7 @@ TEST_F(FlowTable, EveryKeyFieldIsCompared) {
       SCOPED_TRACE(std::string(v6 ? "IPv6 " : "IPv4 ") + what);
       ASSERT_FALSE(other == base);
       flow_table t(4);
-      flow_entry* eb = put(t, base, 10, tcp_state::established);
-      ASSERT_NE(eb, nullptr);
-      eb->backend_id = 1;
-      EXPECT_EQ(t.lookup(other, 10), nullptr);
-      flow_table::insert_result r = t.insert(other, 11);
-      ASSERT_NE(r.entry, nullptr);
-      EXPECT_FALSE(r.evicted);
-      r.entry->state = tcp_state::udp;
-      r.entry->backend_id = 2;
-      EXPECT_EQ(t.size(), 2u);
-      flow_entry* fb = t.lookup(base, 12);
-      flow_entry* fo = t.lookup(other, 12);
-      ASSERT_NE(fb, nullptr);
-      ASSERT_NE(fo, nullptr);
-      EXPECT_NE(fb, fo);
-      EXPECT_EQ(fb->backend_id, 1u);
-      EXPECT_EQ(fo->backend_id, 2u);
-      EXPECT_EQ(t.key_of(*fo), other);
-      t.remove(fb);
-      EXPECT_EQ(t.lookup(base, 12), nullptr);
-      EXPECT_EQ(t.lookup(other, 12), fo);
+      expect_two_flows(t, base, other, 10);
     }
   }
 }
@@ -735,29 +769,7 @@ TEST_F(FlowTable, IPv6ClientWhoseDigestIsAnIPv4AddressIsADistinctFlow) {
     ASSERT_EQ(ka.k1 ^ kb.k1, 1ull << 63) << "only the ipv6 bit differs";
     for (bool v6_first : {true, false}) {
       flow_table t(4);  // both have the same four candidates
-      const flow_key& first = v6_first ? a : b;
-      const flow_key& second = v6_first ? b : a;
-      flow_entry* e1 = put(t, first, 1, tcp_state::established);
-      ASSERT_NE(e1, nullptr);
-      e1->backend_id = 1;
-      EXPECT_EQ(t.lookup(second, 1), nullptr);
-      flow_table::insert_result r = t.insert(second, 2);
-      ASSERT_NE(r.entry, nullptr);
-      EXPECT_FALSE(r.evicted);
-      r.entry->state = tcp_state::established;
-      r.entry->backend_id = 2;
-      flow_entry* f1 = t.lookup(first, 3);
-      flow_entry* f2 = t.lookup(second, 3);
-      ASSERT_NE(f1, nullptr);
-      ASSERT_NE(f2, nullptr);
-      EXPECT_NE(f1, f2);
-      EXPECT_EQ(f1->backend_id, 1u);
-      EXPECT_EQ(f2->backend_id, 2u);
-      EXPECT_EQ(t.key_of(*f1), first);
-      EXPECT_EQ(t.key_of(*f2), second);
-      t.remove(f1);
-      EXPECT_EQ(t.lookup(first, 3), nullptr);
-      EXPECT_EQ(t.lookup(second, 3), f2);
+      expect_two_flows(t, v6_first ? a : b, v6_first ? b : a, 1);
     }
   }
 }
@@ -1198,18 +1210,11 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
 TEST_F(FlowTable, FullBucketsMoveAResidentOneHop) {
   flow_table t(8);  // 4 buckets
   ASSERT_EQ(access::bucket_count(t), 4u);
-  std::mt19937 rng(111);
-  uint32_t next_id = 0;
-  std::vector<flow_key> all;
-  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) {
-    const flow_key k = key_with_buckets(t, a, b, v6, next_id, rng);
-    flow_table::insert_result r = t.insert(k, when);
-    EXPECT_NE(r.entry, nullptr);
-    EXPECT_FALSE(r.evicted);
-    if (r.entry != nullptr) r.entry->state = tcp_state::udp;
-    all.push_back(k);
-    return k;
-  };
+  placed_keys placed(t, 111);
+  [[maybe_unused]] auto& rng = placed.rng;
+  [[maybe_unused]] auto& next_id = placed.next_id;
+  [[maybe_unused]] auto& all = placed.all;
+  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) { return placed.add(a, b, v6, when); };
   // Each key goes to its bucket a, which is also never the fuller of its two.
   const flow_key x = add(0, 3, true, 1);  // lands in bucket 0, could live in 3
   ASSERT_TRUE(in_bucket(t, 0, x));
@@ -1234,11 +1239,7 @@ TEST_F(FlowTable, FullBucketsMoveAResidentOneHop) {
   EXPECT_EQ(access::bucket_of(t, ex), 3u);
   EXPECT_EQ(ex->last_seen_ms, 1u) << "a move keeps the entry as it was";
   EXPECT_EQ(access::v6_client_of(t, ex), x.client) << "the IPv6 address moved with it";
-  for (const flow_key& k : all) {
-    const flow_entry* e = t.lookup(k, 100);
-    ASSERT_NE(e, nullptr);
-    EXPECT_EQ(t.key_of(*e), k);
-  }
+  placed.expect_all_found(100);
   EXPECT_EQ(count_live(t), 5u);
 
   // Nobody in buckets 0/1 can move now (x is gone): the next one evicts the oldest of the four.
@@ -1259,18 +1260,11 @@ TEST_F(FlowTable, FullBucketsMoveAResidentOneHop) {
 // A resident that sits in its bucket b (its a was full) moves back to its a.
 TEST_F(FlowTable, FullBucketsMoveAResidentBackToItsBucketA) {
   flow_table t(8);  // 4 buckets
-  std::mt19937 rng(115);
-  uint32_t next_id = 0;
-  std::vector<flow_key> all;
-  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) {
-    const flow_key k = key_with_buckets(t, a, b, v6, next_id, rng);
-    flow_table::insert_result r = t.insert(k, when);
-    EXPECT_NE(r.entry, nullptr);
-    EXPECT_FALSE(r.evicted);
-    if (r.entry != nullptr) r.entry->state = tcp_state::udp;
-    all.push_back(k);
-    return k;
-  };
+  placed_keys placed(t, 115);
+  [[maybe_unused]] auto& rng = placed.rng;
+  [[maybe_unused]] auto& next_id = placed.next_id;
+  [[maybe_unused]] auto& all = placed.all;
+  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) { return placed.add(a, b, v6, when); };
   auto drop = [&](const flow_key& k) {
     flow_entry* e = t.lookup(k, 1);
     ASSERT_NE(e, nullptr);
@@ -1302,28 +1296,17 @@ TEST_F(FlowTable, FullBucketsMoveAResidentBackToItsBucketA) {
   EXPECT_EQ(t.stats().moves, 1u);
   EXPECT_TRUE(in_bucket(t, 3, r)) << "r moved back to its bucket a";
   EXPECT_TRUE(in_bucket(t, 0, y));
-  for (const flow_key& k : all) {
-    const flow_entry* e = t.lookup(k, 100);
-    ASSERT_NE(e, nullptr) << ::testing::PrintToString(k);
-    EXPECT_EQ(t.key_of(*e), k);
-  }
+  placed.expect_all_found(100);
   expect_every_entry_in_its_buckets(t);
 }
 
 TEST_F(FlowTable, FullBucketsMoveResidentsTwoHops) {
   flow_table t(8);  // 4 buckets
-  std::mt19937 rng(121);
-  uint32_t next_id = 0;
-  std::vector<flow_key> all;
-  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) {
-    const flow_key k = key_with_buckets(t, a, b, v6, next_id, rng);
-    flow_table::insert_result r = t.insert(k, when);
-    EXPECT_NE(r.entry, nullptr);
-    EXPECT_FALSE(r.evicted);
-    if (r.entry != nullptr) r.entry->state = tcp_state::udp;
-    all.push_back(k);
-    return k;
-  };
+  placed_keys placed(t, 121);
+  [[maybe_unused]] auto& rng = placed.rng;
+  [[maybe_unused]] auto& next_id = placed.next_id;
+  [[maybe_unused]] auto& all = placed.all;
+  auto add = [&](uint32_t a, uint32_t b, bool v6, uint32_t when) { return placed.add(a, b, v6, when); };
   // Bucket 2 full of entries whose other bucket is 3; bucket 3 empty. Each key goes to its
   // bucket a, which is also never the fuller of its two.
   const flow_key s1 = add(2, 3, true, 1);
