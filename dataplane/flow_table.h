@@ -218,7 +218,8 @@ class flow_table {
     return static_cast<int32_t>(now_ms - e.last_seen_ms) >
            static_cast<int32_t>(state_timeout_[static_cast<uint8_t>(e.state) & 7]);
   }
-  // True when inserts are likely to find both buckets full.
+  // True at 87.5 % load and above: inserts often find both buckets full, and no longer move
+  // entries to make room (the worker also picks a SYN's backend a stage early).
   bool nearly_full() const { return size_ >= capacity() - capacity() / 8; }
 
   // Live entry for the key, or nullptr. `full` is read only for IPv6 clients. An entry found
