@@ -181,7 +181,7 @@ struct alignas(64) worker::burst {
   bool check_flush = false;  // a drain flush may be due: look at each flow's deadline
   parsed_packet parsed[burst_size];
   const listener* listeners[burst_size];
-  stored_flow_key keys[burst_size];  // the flow's key: client, ports, VIP id
+  stored_flow_key keys[burst_size];  // IPv6 flows only: the full key (client, ports, VIP id)
   flow_table_key tkeys[burst_size];  // what the table compares (the client in 32 bits)
   uint32_t hashes[burst_size];       // flow_table::hash(tkeys[i])
   flow_table::probe probes[burst_size];
@@ -263,19 +263,19 @@ struct alignas(64) worker::burst {
   b.port->peer_mac = eth->src_addr;
   b.port->peer_has_vlan = p.has_vlan;
   b.port->peer_vlan = p.vlan_tci;
-  // The stored key from the frame in registers, hashed before it is stored.
-  stored_key_words w;
+  // The table key from the frame in registers, hashed before it is stored. An IPv4 entry holds
+  // its whole key, so only an IPv6 flow needs the full stored key (its client is checked
+  // against the table's side array).
   flow_table_key tk;
   if (p.ip_version == 4) {
     uint32_t src_be;
     std::memcpy(&src_be, frame + p.l3_offset + 12, 4);
-    w = key_words_v4(src_be, p.key.src_port, p.key.dst_port, l->vip_id);
     tk = flow_table::key_for_v4(src_be, p.key.src_port, p.key.dst_port, l->vip_id);
   } else {
-    w = key_words(p.key.src, p.key.src_port, p.key.dst_port, l->vip_id);
+    const stored_key_words w = key_words(p.key.src, p.key.src_port, p.key.dst_port, l->vip_id);
+    b.keys[i] = to_stored_key(w);
     tk = flow_table::key_for(w);
   }
-  b.keys[i] = to_stored_key(w);
   b.tkeys[i] = tk;
   b.hashes[i] = flow_table::hash(tk);
   b.probes[i] = flows_.probe_for(b.hashes[i]);
