@@ -1,5 +1,5 @@
-// Hashes used on the hot path. Different seeds keep the flow-table bucket choice, the Maglev
-// choice and the canary cohort independent of one another.
+// Hashes used on the hot path. Different seeds keep the Maglev choice and the canary cohort
+// independent of one another; the flow table's bucket hash is keyed (flow_table_secret).
 #pragma once
 
 #include <rte_hash_crc.h>
@@ -15,9 +15,31 @@
 
 namespace tandem {
 
-inline constexpr uint32_t flow_table_seed = 0x9e3779b9u;
 inline constexpr uint32_t backend_choice_seed = 0x85ebca6bu;
 inline constexpr uint32_t cohort_seed = 0xc2b2ae35u;
+
+// The flow table's bucket hash and IPv6 client digest are keyed with a secret chosen when the
+// process starts. CRC-32C is linear: anyone can compute many keys with the CRC of a victim's
+// flow, fill its two buckets and so evict it once it idles (after a switch its next packet
+// would be balanced to the other colour). Keys that share a keyed pair-multiply-shift hash
+// cannot be computed without the secret: two given keys collide with probability about 2^-31.
+struct flow_table_secret {
+  uint64_t bucket[5];  // flow_table::hash
+  uint64_t digest[5];  // flow_table's IPv6 client digest
+};
+// Expands a seed into a secret (splitmix64).
+flow_table_secret make_flow_table_secret(uint64_t seed);
+// This process's secret: from the environment variable TANDEM_FLOW_HASH_SEED (a number, for
+// reproducible runs: tests, fuzzing, benchmarks), else random. Fixed before main() runs.
+extern const flow_table_secret process_flow_table_secret;
+
+// Thorup's pair-multiply-shift over the four 32-bit halves of two words: universal onto the
+// 32 bits returned (the high half of the sum).
+inline uint32_t pair_multiply_shift(const uint64_t (&a)[5], uint64_t w0, uint64_t w1) {
+  const uint64_t h = a[0] + (a[1] + (w0 >> 32)) * (a[2] + (w0 & 0xffffffffu)) +
+                     (a[3] + (w1 >> 32)) * (a[4] + (w1 & 0xffffffffu));
+  return static_cast<uint32_t>(h >> 32);
+}
 
 // Final mix so that CRC's linearity does not leak into modulo/multiply-shift reductions.
 inline uint32_t mix32(uint32_t h) {

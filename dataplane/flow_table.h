@@ -171,15 +171,10 @@ class flow_table {
   }
   // The flow's table hash: picks its buckets, and is stable for the flow's life (drain spread
   // offsets, tunnel entropy), computable from the entry alone.
-  static uint32_t hash(const flow_table_key& k) {
-#if defined(__SSE4_2__)
-    uint64_t crc = _mm_crc32_u64(flow_table_seed, k.k0);
-    crc = _mm_crc32_u64(crc, k.k1);
-    return mix32(static_cast<uint32_t>(crc));
-#else
-    const uint64_t w[2] = {k.k0, k.k1};
-    return mix32(crc32c_words<16>(w, flow_table_seed));
-#endif
+  // Keyed with the process's secret (flow_hash.h), so nobody can aim keys at a flow's buckets.
+  static uint32_t hash(const flow_table_key& k) { return hash(k, process_flow_table_secret); }
+  static uint32_t hash(const flow_table_key& k, const flow_table_secret& s) {
+    return pair_multiply_shift(s.bucket, k.k0, k.k1);
   }
   static flow_table_key key_of_entry(const flow_entry& e) {
     return flow_table_key{flow_table_detail::load64(&e),
@@ -282,16 +277,13 @@ class flow_table {
 
  private:
   // A 32-bit digest of an IPv6 client for the entry (the side array holds the address). The
-  // bucket hash is computed from it, so clients with equal digests (and ports) share buckets:
-  // CRC-32C gives different digests to any two addresses that differ only within 32 bits (a
-  // /96 of clients, or hosts numbered in one /64), where a folding xor lost bits.
+  // bucket hash is computed from it, so clients with equal digests (and ports) share buckets.
+  // Keyed like the bucket hash: an attacker in a /64 could otherwise compute addresses with a
+  // victim's digest (CRC-32C is linear) and share its buckets whatever the bucket hash. Any two
+  // clients share a digest with probability about 2^-31 (a folding xor once lost 3 bits, so
+  // hosts numbered in one /64 shared buckets).
   static uint64_t digest(uint64_t lo, uint64_t hi) {
-#if defined(__SSE4_2__)
-    return static_cast<uint32_t>(_mm_crc32_u64(_mm_crc32_u64(0x6a09e667u, lo), hi));
-#else
-    const uint64_t w[2] = {lo, hi};
-    return crc32c_words<16>(w, 0x6a09e667u);
-#endif
+    return pair_multiply_shift(process_flow_table_secret.digest, lo, hi);
   }
   // Multiply-shift onto [0, bucket_count_): uses the hash's high bits.
   uint32_t bucket_a(uint32_t hash) const {

@@ -124,7 +124,7 @@ void BM_hash_flow_key(benchmark::State& state) {
   std::vector<flow_key> keys;
   for (uint32_t i = 0; i < 1024; ++i) keys.push_back(key_of(i));
   uint32_t i = 0;
-  for (auto _ : state) benchmark::DoNotOptimize(hash_flow_key(keys[i++ & 1023], flow_table_seed));
+  for (auto _ : state) benchmark::DoNotOptimize(hash_flow_key(keys[i++ & 1023], backend_choice_seed));
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_hash_flow_key);

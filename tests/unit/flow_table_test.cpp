@@ -5,12 +5,14 @@
 #include <rte_lcore.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <set>
@@ -256,7 +258,7 @@ TEST(StoredKeyWords, MatchMakeStoredKeyAndItsHash) {
       w = w4;
     }
     ASSERT_EQ(to_stored_key(w), want) << i;
-    ASSERT_EQ(hash_key_words(w, flow_table_seed), hash_flow_key(want, flow_table_seed)) << i;
+    ASSERT_EQ(hash_key_words(w, backend_choice_seed), hash_flow_key(want, backend_choice_seed)) << i;
     ASSERT_EQ(hash_key_words(w, 12345u), hash_flow_key(want, 12345u)) << i;
   }
 }
@@ -775,8 +777,10 @@ TEST_F(FlowTable, IPv6ClientWhoseDigestIsAnIPv4AddressIsADistinctFlow) {
 }
 
 // The digest is what the bucket hash sees of an IPv6 client: clients numbered within 32 bits
-// (a /96, or hosts ::1, ::2, ... of one /64) must get different digests, or they would share
-// buckets and fail to insert however empty the table.
+// (a /96, or hosts ::1, ::2, ... of one /64) must not pile into shared digests, or they would
+// share buckets and fail to insert however empty the table (a folding xor lost 3 bits). The
+// keyed digest does not guarantee distinct values as CRC-32C did (200,000 random values would
+// share about 5), but these structured sets gave none under 260 random secrets.
 TEST_F(FlowTable, IPv6DigestsDifferWithin32Bits) {
   std::mt19937_64 rng(17);
   {  // Every address of a /96 slice: all digests distinct.
@@ -832,6 +836,148 @@ TEST_F(FlowTable, IPv6DigestsDifferWithin32Bits) {
     ASSERT_NE(e, nullptr);
     EXPECT_EQ(t.key_of(*e), k);
   }
+}
+
+#if defined(__SSE4_2__)
+// The bucket hash and IPv6 digest before they were keyed: CRC-32C with constant seeds.
+uint32_t unkeyed_crc_hash(const flow_table_key& k) {
+  constexpr uint32_t old_seed = 0x9e3779b9u;
+  return mix32(static_cast<uint32_t>(_mm_crc32_u64(_mm_crc32_u64(old_seed, k.k0), k.k1)));
+}
+uint32_t unkeyed_crc_digest(const ip_address& a) {
+  uint64_t lo, hi;
+  std::memcpy(&lo, a.bytes, 8);
+  std::memcpy(&hi, a.bytes + 8, 8);
+  return static_cast<uint32_t>(_mm_crc32_u64(_mm_crc32_u64(0x6a09e667u, lo), hi));
+}
+
+// What an attacker computes against a CRC: it is linear over GF(2), crc(c, x ^ d) = crc(c, x) ^
+// crc(0, d), so the changes d to the low `bits` bits of a word that leave every CRC unchanged
+// are the kernel of a 32-column matrix, and a change with a given effect `delta` solves it.
+struct crc_solver {
+  struct row {
+    uint32_t v = 0;  // crc(0, m)
+    uint64_t m = 0;  // the change
+  };
+  row pivots[32];  // by the top bit of v
+  std::vector<uint64_t> kernel;
+
+  explicit crc_solver(uint32_t bits) {
+    for (uint32_t i = 0; i < bits; ++i) {
+      row r{static_cast<uint32_t>(_mm_crc32_u64(0, uint64_t{1} << i)), uint64_t{1} << i};
+      reduce(r);
+      if (r.v == 0)
+        kernel.push_back(r.m);
+      else
+        pivots[31 - std::countl_zero(r.v)] = r;
+    }
+  }
+  void reduce(row& r) const {
+    for (int b = 31; b >= 0; --b)
+      if ((r.v >> b & 1) && pivots[b].v != 0) {
+        r.v ^= pivots[b].v;
+        r.m ^= pivots[b].m;
+      }
+  }
+  // A change d with crc(0, d) == delta, if the bits reach it.
+  std::optional<uint64_t> solve(uint32_t delta) const {
+    row r{delta, 0};
+    reduce(r);
+    if (r.v != 0) return std::nullopt;
+    return r.m;
+  }
+  // The n-th nonzero change that leaves the CRC as it is (n >= 1).
+  uint64_t silent_change(uint32_t n) const {
+    uint64_t d = 0;
+    for (size_t j = 0; j < kernel.size(); ++j)
+      if (n >> j & 1) d ^= kernel[j];
+    return d;
+  }
+};
+
+// An idle established flow, and 64 SYNs from other clients and ports whose keys an attacker
+// computed to share its unkeyed CRC (and so both its buckets): with the keyed hash they land
+// anywhere, and the flow stays.
+TEST_F(FlowTable, KeysComputedToCollideWithAFlowDoNotEvictIt) {
+  const crc_solver solver(48);  // the client controls its address and port: k0's low 48 bits
+  ASSERT_GE(solver.kernel.size(), 16u);
+  flow_key victim;
+  victim.client = addr("192.0.2.77");
+  victim.client_port = htons(40001);
+  victim.vip_port = htons(443);
+  victim.vip_id = 0;
+  const flow_table_key vk = flow_table::key_for(victim);
+  flow_table t(1024);
+  ASSERT_NE(put(t, victim, 0, tcp_state::established), nullptr);
+  uint32_t same_hash = 0;
+  for (uint32_t n = 1; n <= 64; ++n) {
+    const uint64_t k0 = vk.k0 ^ solver.silent_change(n);
+    flow_key attacker = victim;
+    attacker.client = ip_address::from_v4_be(static_cast<uint32_t>(k0));
+    attacker.client_port = static_cast<uint16_t>(k0 >> 32);
+    const flow_table_key ak = flow_table::key_for(attacker);
+    ASSERT_EQ(ak.k0, k0);
+    ASSERT_FALSE(same_key(ak, vk));
+    ASSERT_EQ(unkeyed_crc_hash(ak), unkeyed_crc_hash(vk)) << "the attack works on the old hash";
+    same_hash += flow_table::hash(ak) == flow_table::hash(vk);
+    // 5 s later: the flow is past its 1 s of protection from eviction.
+    ASSERT_NE(put(t, attacker, 5'000, tcp_state::syn_seen), nullptr) << n;
+  }
+  EXPECT_EQ(same_hash, 0u);
+  EXPECT_EQ(t.stats().evictions, 0u);
+  const flow_entry* e = t.lookup(victim, 5'001);
+  ASSERT_NE(e, nullptr) << "the idle flow was evicted";
+  EXPECT_EQ(e->state, tcp_state::established);
+}
+
+// The same against an IPv6 flow from another /64: the attacker picks interface ids in its own
+// /64 whose unkeyed digest is the victim's, so with the victim's ports the compared key would
+// be the victim's and share its buckets whatever the bucket hash. The keyed digest differs.
+TEST_F(FlowTable, IPv6ClientsComputedToShareAFlowsDigestDoNotEvictIt) {
+  const crc_solver solver(64);  // the interface id: the address's second 8 bytes
+  flow_key victim;
+  victim.client = addr("2001:db8:aaaa:1::1234");
+  victim.client_port = htons(40001);
+  victim.vip_port = htons(443);
+  victim.vip_id = 2;
+  const uint32_t vd = unkeyed_crc_digest(victim.client);
+  const ip_address prefix = addr("2001:db8:bbbb:2::");
+  // Interface id 0 in the attacker's /64, then the change that gives it the victim's digest.
+  const std::optional<uint64_t> fix = solver.solve(unkeyed_crc_digest(prefix) ^ vd);
+  ASSERT_TRUE(fix.has_value());
+  flow_table t(1024);
+  ASSERT_NE(put(t, victim, 0, tcp_state::established), nullptr);
+  uint32_t same_digest = 0;
+  for (uint32_t n = 0; n < 16; ++n) {
+    const uint64_t iid = *fix ^ solver.silent_change(n);
+    flow_key attacker = victim;
+    attacker.client = prefix;
+    std::memcpy(attacker.client.bytes + 8, &iid, 8);
+    ASSERT_EQ(unkeyed_crc_digest(attacker.client), vd) << "the attack works on the old digest";
+    ASSERT_FALSE(attacker.client == victim.client);
+    same_digest += access::digest(attacker.client) == access::digest(victim.client);
+    ASSERT_NE(put(t, attacker, 5'000, tcp_state::syn_seen), nullptr) << n;
+  }
+  EXPECT_EQ(same_digest, 0u);
+  EXPECT_EQ(t.stats().evictions, 0u);
+  const flow_entry* e = t.lookup(victim, 5'001);
+  ASSERT_NE(e, nullptr) << "the idle flow was evicted";
+  EXPECT_EQ(t.key_of(*e), victim);
+}
+#endif
+
+// Every process draws its own secret: the same key lands in other buckets under another one.
+TEST(FlowTableSecret, DifferentSecretsPlaceKeysDifferently) {
+  const flow_table_secret s1 = make_flow_table_secret(1), s2 = make_flow_table_secret(2);
+  const flow_table_secret s1_again = make_flow_table_secret(1);
+  EXPECT_EQ(std::memcmp(&s1, &s1_again, sizeof s1), 0) << "a seed gives one secret";
+  std::mt19937 rng(9);
+  uint32_t same = 0;
+  for (uint32_t i = 0; i < 1000; ++i) {
+    const flow_table_key k = flow_table::key_for(make_key(i, i % 4 == 0, rng));
+    same += flow_table::hash(k, s1) == flow_table::hash(k, s2);
+  }
+  EXPECT_LE(same, 1u);
 }
 
 struct timeout_case {
@@ -1052,11 +1198,14 @@ TEST_F(FlowTable, ForEachInCoversSlotRanges) {
 TEST_F(FlowTable, NearlyFullAtSevenEighths) {
   flow_table t(64);
   std::mt19937 rng(63);
-  for (uint32_t i = 0; i < 64; ++i) {
+  // Inserts may evict before the table is full (how soon depends on the hash secret), so keep
+  // inserting until the size is past 56.
+  for (uint32_t i = 0; i < 2'000; ++i) {
     EXPECT_EQ(t.nearly_full(), t.size() >= 56u) << t.size();
-    if (t.size() >= 60) break;
+    if (t.size() >= 57) break;
     ASSERT_NE(put(t, make_key(i, i % 2 == 0, rng), 1, tcp_state::udp), nullptr);
   }
+  EXPECT_GE(t.size(), 57u);
   EXPECT_TRUE(t.nearly_full());
 }
 
@@ -1085,11 +1234,18 @@ TEST_F(FlowTable, InsertingAPresentKeyReusesItsSlot) {
 
 // An insert into two full buckets moves a resident when some path to a free slot exists, and
 // otherwise evicts the oldest of the four candidates, whichever bucket it is in.
-TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
+// What fill_and_evict saw over its inserts.
+struct eviction_tally {
+  uint64_t moving_inserts = 0, multi_hop = 0, evicted_from_b = 0, evictions_without_search = 0;
+};
+
+// 800 inserts into 128 slots, each checked against what its four candidates held before it.
+void fill_and_evict(uint32_t key_seed, eviction_tally& tally) {
+  SCOPED_TRACE("key seed " + std::to_string(key_seed));
   flow_timeouts to;
   to.udp_ms = 1'000'000'000;
   flow_table t(128, to);  // 64 buckets
-  const std::vector<flow_key> keys = make_keys(800, 0, 71);
+  const std::vector<flow_key> keys = make_keys(800, 0, key_seed);
   std::map<std::string, uint32_t> present;  // key bytes -> insert time
   uint64_t evictions = 0, evicted_from_b = 0, moving_inserts = 0, multi_hop = 0;
   uint64_t evictions_without_search = 0;
@@ -1191,10 +1347,10 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
               static_cast<unsigned long long>(evictions),
               static_cast<unsigned long long>(evicted_from_b),
               static_cast<unsigned long long>(evictions_without_search));
-  EXPECT_GT(moving_inserts, 0u);
-  EXPECT_GT(multi_hop, 0u);
-  EXPECT_GT(evicted_from_b, 0u) << "the oldest of the four is sometimes in the second bucket";
-  EXPECT_GT(evictions_without_search, 0u);
+  tally.moving_inserts += moving_inserts;
+  tally.multi_hop += multi_hop;
+  tally.evicted_from_b += evicted_from_b;
+  tally.evictions_without_search += evictions_without_search;
   EXPECT_GE(t.size(), t.capacity() - t.capacity() / 8);
   EXPECT_EQ(evictions, keys.size() - t.size());
   EXPECT_EQ(t.stats().evictions, evictions);
@@ -1205,6 +1361,17 @@ TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
   // A key is displaced only as the oldest of four, so by then three newer keys were inserted:
   // the last four inserted are all present.
   for (size_t i = keys.size() - 4; i < keys.size(); ++i) EXPECT_NE(t.lookup(keys[i], 2'000), nullptr) << i;
+}
+
+// Over four key sets, since which of these cases one set of 800 keys meets depends on the
+// process's hash secret.
+TEST_F(FlowTable, FullTableEvictsTheOldestOfTheFourCandidates) {
+  eviction_tally tally;
+  for (uint32_t seed : {71u, 72u, 73u, 74u}) fill_and_evict(seed, tally);
+  EXPECT_GT(tally.moving_inserts, 0u);
+  EXPECT_GT(tally.multi_hop, 0u);
+  EXPECT_GT(tally.evicted_from_b, 0u) << "the oldest of the four is sometimes in the second bucket";
+  EXPECT_GT(tally.evictions_without_search, 0u);
 }
 
 TEST_F(FlowTable, FullBucketsMoveAResidentOneHop) {
@@ -1576,7 +1743,9 @@ TEST_F(FlowTable, MillionEntriesFillPast80PercentWithoutEviction) {
               load, first_eviction_at, static_cast<unsigned long long>(t.stats().moves),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   RecordProperty("first_eviction_load", std::to_string(load));
-  EXPECT_GE(load, 0.84) << "the 80 % sizing rule keeps a margin";
+  // 0.83-0.86 over 60 random hash secrets (and over 30 key sets with the old unkeyed CRC): the
+  // 80 % sizing rule keeps a margin whatever the secret.
+  EXPECT_GE(load, 0.82) << "the 80 % sizing rule keeps a margin";
   EXPECT_EQ(t.stats().failed_inserts, 0u);
   for (const flow_key& k : sample) EXPECT_NE(t.lookup(k, 5), nullptr);
 }
