@@ -74,24 +74,6 @@ inline uint32_t hash_flow_key(const flow_key& k, uint32_t seed) {
   return mix32(crc32c_words<sizeof k>(&k, seed));
 }
 
-// A flow-table entry's own key (drain spread offsets): stable for the life of the flow.
-inline uint32_t hash_flow_key(const stored_flow_key& k, uint32_t seed) {
-  return mix32(crc32c_words<sizeof k>(&k, seed));
-}
-
-// hash_flow_key(to_stored_key(w), seed) from the words themselves, as three register operands
-// (crc32c_words on &w compiles to a store and three reloads here).
-inline uint32_t hash_key_words(const stored_key_words& w, uint32_t seed) {
-#if defined(__SSE4_2__)
-  uint64_t crc = _mm_crc32_u64(seed, w.client_lo);
-  crc = _mm_crc32_u64(crc, w.client_hi);
-  crc = _mm_crc32_u64(crc, w.tail);
-  return mix32(static_cast<uint32_t>(crc));
-#else
-  return hash_flow_key(to_stored_key(w), seed);
-#endif
-}
-
 // Cohort of a client for canary splits: depends on the source address only, so every
 // connection of one client lands in the same colour.
 inline uint32_t hash_client(const ip_address& src) {

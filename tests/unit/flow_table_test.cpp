@@ -232,10 +232,10 @@ std::pair<ip_address, ip_address> colliding_v6_clients(uint32_t seed) {
 }
 
 // Runs first in file order, before any test starts EAL.
-// The worker builds stored keys as words in registers (key_words_v4 / key_words) and hashes
-// them directly: both must give exactly what make_stored_key gives, or flows would be looked up
-// under a different key than the one they were stored with.
-TEST(StoredKeyWords, MatchMakeStoredKeyAndItsHash) {
+// The worker builds an IPv6 flow's stored key as words in registers (key_words) and takes the
+// table key from them: the words (and key_words_v4's) must give exactly what make_stored_key
+// gives, or flows would be looked up under a different key than the one they were stored with.
+TEST(StoredKeyWords, MatchMakeStoredKey) {
   std::mt19937 rng(5);
   for (int i = 0; i < 2000; ++i) {
     tandem::flow_key k;
@@ -258,8 +258,6 @@ TEST(StoredKeyWords, MatchMakeStoredKeyAndItsHash) {
       w = w4;
     }
     ASSERT_EQ(to_stored_key(w), want) << i;
-    ASSERT_EQ(hash_key_words(w, backend_choice_seed), hash_flow_key(want, backend_choice_seed)) << i;
-    ASSERT_EQ(hash_key_words(w, 12345u), hash_flow_key(want, 12345u)) << i;
   }
 }
 
