@@ -6,12 +6,8 @@
 namespace tandem {
 namespace {
 
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+// The splitmix64 generator: the next word of the sequence from `x`.
+uint64_t splitmix64(uint64_t& x) { return splitmix64_mix(x += 0x9e3779b97f4a7c15ull); }
 
 flow_table_secret process_secret() {
   if (const char* env = std::getenv("TANDEM_FLOW_HASH_SEED"); env != nullptr && *env != '\0')

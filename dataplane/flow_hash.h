@@ -41,6 +41,14 @@ inline uint32_t pair_multiply_shift(const uint64_t (&a)[5], uint64_t w0, uint64_
   return static_cast<uint32_t>(h >> 32);
 }
 
+// splitmix64's finaliser: a bijection of 64-bit words in which every input bit flips about half
+// of the output bits.
+inline uint64_t splitmix64_mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 // Final mix so that CRC's linearity does not leak into modulo/multiply-shift reductions.
 inline uint32_t mix32(uint32_t h) {
   h ^= h >> 16;

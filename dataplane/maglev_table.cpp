@@ -7,18 +7,15 @@
 #include <utility>
 #include <vector>
 
+#include "dataplane/flow_hash.h"
+
 namespace tandem {
 
 namespace {
 
 // Two independent 64-bit finalisers (splitmix64 and murmur3's fmix64, each with its own
 // pre-increment) so offset and skip are uncorrelated for the same identity.
-uint64_t mix_offset(uint64_t x) {
-  uint64_t z = x + 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+uint64_t mix_offset(uint64_t x) { return splitmix64_mix(x + 0x9e3779b97f4a7c15ull); }
 
 uint64_t mix_skip(uint64_t x) {
   uint64_t z = x + 0xd1b54a32d192ed03ull;
